@@ -1,0 +1,1 @@
+"""Per-platform adapters: thin translation layers over the core's Surface protocol."""

@@ -1,0 +1,75 @@
+"""Settings from the environment and a `.env` file, validated once at start-up.
+
+A bad setting becomes one `ConfigError` line naming the variable, never a traceback and
+never the value of a secret.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Dialect(StrEnum):
+    SENTIENTONE = "sentientone"
+    THINNEST = "thinnest"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable and how to fix it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    agent_api_url: HttpUrl = Field(default=HttpUrl("https://api.sentientone.ai"))
+    agent_api_key: SecretStr | None = None
+    agent_api_dialect: Dialect = Dialect.SENTIENTONE
+    agent_default_id: str | None = None
+    agent_idle_timeout: float = Field(default=60.0, gt=0)
+    agent_connect_timeout: float = Field(default=10.0, gt=0)
+    agent_max_retries: int = Field(default=3, ge=0, le=10)
+    agent_retry_after_cap: float = Field(default=30.0, gt=0)
+
+    bridge_database_url: str = "sqlite+aiosqlite:///./agent-bridge.db"
+    bridge_log_level: str = "INFO"
+
+    @field_validator("agent_default_id", "agent_api_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("bridge_database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0]
+        if "://" not in value or scheme not in {"sqlite+aiosqlite", "postgresql+asyncpg"}:
+            raise ValueError(
+                "must be an async SQLAlchemy URL: sqlite+aiosqlite:///path.db or "
+                "postgresql+asyncpg://user@host/db"
+            )
+        return value
+
+    @property
+    def api_key(self) -> str:
+        return self.agent_api_key.get_secret_value() if self.agent_api_key else ""
+
+    def secrets(self) -> list[str]:
+        """Every secret value this process holds, for log and message redaction."""
+        return [s for s in (self.api_key,) if s]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings or raise `ConfigError` with one line per bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False, include_input=False):
+            name = str(err["loc"][0]).upper() if err["loc"] else "configuration"
+            lines.append(f"{name}: {err['msg']}")
+        raise ConfigError("; ".join(lines)) from None

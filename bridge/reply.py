@@ -1,0 +1,178 @@
+"""The platform-neutral reply: what adapters render.
+
+`ReplyState` is the relay's mutable accumulator (cheap appends); `Reply` is the frozen
+snapshot taken when an edit is about to go out, so a render never sees a half-applied event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from bridge.events import (
+    AgentEvent,
+    Completed,
+    ConversationStarted,
+    Failed,
+    Source,
+    SourcesFound,
+    TextDelta,
+    ToolCalled,
+    ToolReturned,
+    Usage,
+)
+from bridge.failures import AgentFailure
+
+
+class ReplyStatus(StrEnum):
+    STREAMING = "streaming"
+    DONE = "done"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def finished(self) -> bool:
+        return self is not ReplyStatus.STREAMING
+
+
+class ToolStatus(StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    name: str
+    input: Any = None
+    output: Any = None
+    status: ToolStatus = ToolStatus.RUNNING
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A frozen snapshot of one reply, as adapters render it."""
+
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    sources: tuple[Source, ...] = ()
+    error: AgentFailure | None = None
+    status: ReplyStatus = ReplyStatus.STREAMING
+    usage: Usage | None = None
+    conversation_id: str | None = None
+    trace_id: str | None = None
+    notice: str | None = None
+    """A core-written line shown under the text (e.g. "stopped", "interrupted", "new conversation")."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePart:
+    """One platform message of a reply: a slice of the text, plus the reply's extras on the last part."""
+
+    reply: Reply
+    text: str
+    index: int
+    is_last: bool
+
+    @property
+    def working(self) -> bool:
+        """Show a working indicator: the reply is still streaming and this is its newest part."""
+        return self.is_last and self.reply.status is ReplyStatus.STREAMING
+
+
+@dataclass(slots=True)
+class ReplyState:
+    """Accumulates agent events. `version` grows on every visible change."""
+
+    chunks: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    sources: tuple[Source, ...] = ()
+    error: AgentFailure | None = None
+    status: ReplyStatus = ReplyStatus.STREAMING
+    usage: Usage | None = None
+    conversation_id: str | None = None
+    trace_id: str | None = None
+    notice: str | None = None
+    version: int = 0
+    _text_cache: str = ""
+    _cached_chunks: int = 0
+
+    @property
+    def text(self) -> str:
+        if self._cached_chunks != len(self.chunks):
+            self._text_cache = "".join(self.chunks)
+            self.chunks[:] = [self._text_cache] if self._text_cache else []
+            self._cached_chunks = len(self.chunks)
+        return self._text_cache
+
+    def apply(self, event: AgentEvent) -> None:
+        """Fold one upstream event into the state."""
+        match event:
+            case ConversationStarted(conversation_id=cid, trace_id=tid):
+                self.conversation_id = cid
+                self.trace_id = tid or self.trace_id
+                return  # invisible
+            case TextDelta(text=t):
+                if not t:
+                    return
+                self.chunks.append(t)
+            case SourcesFound(sources=s):
+                self.sources = self.sources + s
+            case ToolCalled(name=n, input=i):
+                self.tool_calls.append(ToolCall(n, i))
+            case ToolReturned(name=n, output=o, failed=f):
+                self._tool_returned(n, o, f)
+            case Completed() as done:
+                self._complete(done)
+            case Failed(failure=f):
+                self.error = f
+                self.trace_id = f.trace_id or self.trace_id
+                self.status = ReplyStatus.FAILED
+                self._settle_tools(ToolStatus.FAILED)
+        self.version += 1
+
+    def _tool_returned(self, name: str, output: Any, failed: bool) -> None:
+        status = ToolStatus.FAILED if failed else ToolStatus.DONE
+        for i, call in enumerate(self.tool_calls):
+            if call.name == name and call.status is ToolStatus.RUNNING:
+                self.tool_calls[i] = ToolCall(call.name, call.input, output, status)
+                return
+        self.tool_calls.append(ToolCall(name, None, output, status))
+
+    def _complete(self, done: Completed) -> None:
+        self.conversation_id = done.conversation_id or self.conversation_id
+        self.trace_id = done.trace_id or self.trace_id
+        self.usage = done.usage or self.usage
+        if done.text is not None and not self.text:
+            # Dialects that deliver the full text only in `done` (or the non-streaming fallback).
+            self.chunks.append(done.text)
+        self.status = ReplyStatus.DONE
+        self._settle_tools(ToolStatus.DONE)
+
+    def _settle_tools(self, status: ToolStatus) -> None:
+        self.tool_calls = [
+            ToolCall(c.name, c.input, c.output, status) if c.status is ToolStatus.RUNNING else c
+            for c in self.tool_calls
+        ]
+
+    def finish(self, status: ReplyStatus, notice: str | None = None) -> None:
+        """End the reply from the core's side (stopped by a user, interrupted by shutdown)."""
+        self.status = status
+        self.notice = notice
+        self._settle_tools(ToolStatus.DONE if status is ReplyStatus.DONE else ToolStatus.FAILED)
+        self.version += 1
+
+    def snapshot(self) -> Reply:
+        return Reply(
+            text=self.text,
+            tool_calls=tuple(self.tool_calls),
+            sources=self.sources,
+            error=self.error,
+            status=self.status,
+            usage=self.usage,
+            conversation_id=self.conversation_id,
+            trace_id=self.trace_id,
+            notice=self.notice,
+        )
