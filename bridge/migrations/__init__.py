@@ -1,0 +1,1 @@
+"""Alembic migrations for the bridge store (run them with `bridge.store.migrate.upgrade`)."""

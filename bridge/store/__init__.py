@@ -1,0 +1,23 @@
+"""Persistence for the bridge: bindings, conversations, replies, de-duplication, audit."""
+
+from bridge.store.store import (
+    AuditEntry,
+    Binding,
+    Conversation,
+    ReplyNotFound,
+    ReplyRecord,
+    Store,
+    StoreUnavailable,
+    UsageSummary,
+)
+
+__all__ = [
+    "AuditEntry",
+    "Binding",
+    "Conversation",
+    "ReplyNotFound",
+    "ReplyRecord",
+    "Store",
+    "StoreUnavailable",
+    "UsageSummary",
+]
