@@ -11,6 +11,7 @@ from email.utils import format_datetime
 import pytest
 
 from bridge.agent import AgentClient
+from bridge.agent.retry import backoff_delay, parse_retry_after
 from bridge.events import (
     Completed,
     ConversationStarted,
@@ -498,3 +499,22 @@ async def test_mock_echoing_a_wrong_key_is_redacted(caplog):
             failure = failure_of(await collect(client, SO_AGENT, "x"))
     assert failure.code is FailureCode.INVALID_API_KEY and "[redacted]" in failure.detail
     _assert_key_absent(caplog, failure)
+
+
+# --- retry policy ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("3", 3.0), (" 1.5 ", 1.5), ("-4", 0.0), ("", None), (None, None), ("soon", None),
+     ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0)],
+)
+def test_parse_retry_after(value, expected):
+    now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=timezone.utc)
+    assert parse_retry_after(value, now) == expected
+
+
+def test_backoff_grows_with_jitter_and_cap():
+    assert backoff_delay(0, lambda: 0.5) == 0.5
+    assert backoff_delay(1, lambda: 0.0) == 0.75 and backoff_delay(1, lambda: 1.0) == 1.25
+    assert backoff_delay(10, lambda: 1.0) == 8.0
