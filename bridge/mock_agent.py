@@ -38,7 +38,9 @@ app instance: a follow-up says which message number it is and quotes the first o
 unknown SentientOne ``conversation_id`` gets 404 ``conversation_not_found``; thinnest, like
 the real one, starts a fresh session for an id it has not seen.
 
-``error`` and ``drop`` only apply to the streaming endpoints.
+``error`` and ``drop`` only apply to the streaming endpoints. ``tool`` emits a ``tool_call``
+event in both SentientOne generations (the current one's docs show none; clients must cope)
+and puts the outputs in ``done`` (``done.tool_calls``, older generation ``done.message.tool_calls``).
 """
 
 from __future__ import annotations
@@ -85,12 +87,22 @@ _TOOL = {
 }
 _SOURCES = [
     {
-        "index": 0, "id": "doc-shipping", "title": "Shipping policy", "url": "https://example.com/shipping",
-        "source_type": "web", "score": 0.91, "snippet": "Orders ship within two business days.",
+        "index": 0,
+        "id": "doc-shipping",
+        "title": "Shipping policy",
+        "url": "https://example.com/shipping",
+        "source_type": "web",
+        "score": 0.91,
+        "snippet": "Orders ship within two business days.",
     },
     {
-        "index": 1, "id": "doc-returns", "title": "Returns and refunds", "url": "https://example.com/returns",
-        "source_type": "kb", "score": 0.74, "snippet": "Returns are accepted for 30 days.",
+        "index": 1,
+        "id": "doc-returns",
+        "title": "Returns and refunds",
+        "url": "https://example.com/returns",
+        "source_type": "kb",
+        "score": 0.74,
+        "snippet": "Returns are accepted for 30 days.",
     },
 ]
 
@@ -113,7 +125,6 @@ class MockState:
 
     conversations: dict[str, list[str]] = field(default_factory=dict)
     sessions: dict[str, list[str]] = field(default_factory=dict)
-    requests: int = 0
 
 
 OPTIONS = web.AppKey("mock_options", MockOptions)
@@ -158,10 +169,12 @@ def _compose(message: str, history: list[str]) -> _Plan:
         parts.append(
             "Here is some **bold text**, some _italics_ and `inline code`:\n\n"
             "- a first item\n- a second item with **emphasis**\n- a third item\n\n"
-            "```python\nprint(\"hello from the mock agent\")\n```"
+            '```python\nprint("hello from the mock agent")\n```'
         )
     if _has(message, "help"):
-        parts.append("Try these keywords: " + "; ".join(f"`{k}` ({v})" for k, v in MOCK_TRIGGERS.items()) + ".")
+        parts.append(
+            "Try these keywords: " + "; ".join(f"`{k}` ({v})" for k, v in MOCK_TRIGGERS.items()) + "."
+        )
     if _has(message, "long"):
         parts.append(_long_text())
     return _Plan(
@@ -223,7 +236,9 @@ def _sentientone_refusal(request: web.Request, trace: str) -> web.Response | Non
     if not key:
         if request.headers.get("Authorization"):
             return _json_error(
-                401, trace, code="invalid_api_key",
+                401,
+                trace,
+                code="invalid_api_key",
                 message="Authorization headers are not supported: send your key in X-Api-Key.",
             )
         return _json_error(401, trace, code="missing_api_key", message="The X-Api-Key header is required.")
@@ -329,19 +344,22 @@ async def _drop(request: web.Request) -> None:
 
 async def _sentientone_stream(request: web.Request) -> web.StreamResponse:
     trace = _new_id("trace")
-    state, options = request.app[STATE], request.app[OPTIONS]
-    state.requests += 1
+    options = request.app[OPTIONS]
     refusal = _sentientone_refusal(request, trace)
     if refusal is not None:
         return refusal
     if options.starter_plan:
-        return _json_error(403, trace, code="plan_upgrade_required", message="Streaming requires the Pro plan.")
+        return _json_error(
+            403, trace, code="plan_upgrade_required", message="Streaming requires the Pro plan."
+        )
     prepared = await _prepare_sentientone(request, trace, streaming=True)
     if isinstance(prepared, web.Response):
         return prepared
     conversation_id, message, history = prepared
     plan = _compose(message, history)
-    old = request.headers.get("X-Mock-Generation") == "1" or request.headers["X-Agent-Id"].startswith("00000000")
+    old = request.headers.get("X-Mock-Generation") == "1" or request.headers["X-Agent-Id"].startswith(
+        "00000000"
+    )
 
     await asyncio.sleep(options.first_token_delay)
     sse = await _open_sse(request, trace)
@@ -363,18 +381,21 @@ async def _sentientone_stream(request: web.Request) -> web.StreamResponse:
         await _drop(request)
         return sse.response
     if stopped and plan.error:
-        await sse.send(
-            {"type": "error", "code": "model_error", "message": "The model provider failed mid-answer (mock)."}
-            | ({} if old else {"trace_id": trace})
-        )
+        error = {"type": "error", "code": "model_error"}  # the older generation sends only a code
+        if not old:
+            error |= {"message": "The model provider failed mid-answer (mock).", "trace_id": trace}
+        await sse.send(error)
     else:
         tool_calls = [_TOOL] if plan.tool else []
         if old:
             saved = {
-                "id": _new_id("msg"), "content": plan.before_tool + plan.text,
+                "id": _new_id("msg"),
+                "content": plan.before_tool + plan.text,
                 "token_count": _tokens(message) + _tokens(plan.text),
             }
-            await sse.send({"type": "done", "message": saved | ({"tool_calls": tool_calls} if tool_calls else {})})
+            await sse.send(
+                {"type": "done", "message": saved | ({"tool_calls": tool_calls} if tool_calls else {})}
+            )
         else:
             done: dict[str, Any] = {"type": "done", "conversation_id": conversation_id, "trace_id": trace}
             await sse.send(done | ({"tool_calls": tool_calls} if tool_calls else {}))
@@ -384,8 +405,7 @@ async def _sentientone_stream(request: web.Request) -> web.StreamResponse:
 
 async def _sentientone_chat(request: web.Request) -> web.Response:
     trace = _new_id("trace")
-    state, options = request.app[STATE], request.app[OPTIONS]
-    state.requests += 1
+    options = request.app[OPTIONS]
     refusal = _sentientone_refusal(request, trace)
     if refusal is not None:
         return refusal
@@ -399,7 +419,10 @@ async def _sentientone_chat(request: web.Request) -> web.Response:
     reply: dict[str, Any] = {
         "conversation_id": conversation_id,
         "message": {
-            "id": _new_id("msg"), "conversation_id": conversation_id, "role": "assistant", "content": content,
+            "id": _new_id("msg"),
+            "conversation_id": conversation_id,
+            "role": "assistant",
+            "content": content,
             "token_count": _tokens(message) + _tokens(content),
             "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
@@ -425,7 +448,10 @@ async def _prepare_sentientone(
     if conversation_id is not None:
         if not isinstance(conversation_id, str) or conversation_id not in conversations:
             return _json_error(
-                404, trace, code="conversation_not_found", message=f"Conversation {conversation_id} not found."
+                404,
+                trace,
+                code="conversation_not_found",
+                message=f"Conversation {conversation_id} not found.",
             )
     else:
         conversation_id = _new_id("conv")
@@ -437,7 +463,6 @@ async def _prepare_sentientone(
 async def _thinnest_stream(request: web.Request) -> web.StreamResponse:
     trace = _new_id("trace")
     state, options = request.app[STATE], request.app[OPTIONS]
-    state.requests += 1
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return _json_error(401, trace, detail="Missing or invalid authentication")
@@ -478,7 +503,11 @@ async def _thinnest_stream(request: web.Request) -> web.StreamResponse:
         await sse.send({"type": "error", "message": "The model provider failed mid-answer (mock)."})
     else:
         input_tokens, output_tokens = _tokens(message), _tokens(plan.before_tool + plan.text)
-        usage = {"input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens}
+        usage = {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+        }
         await sse.send({"type": "done", "usage": usage})
     await sse.response.write_eof()
     return sse.response

@@ -48,7 +48,9 @@ class RecordingSleep:
         await asyncio.sleep(0)
 
 
-async def collect(client: AgentClient, agent_id: str, message: str, conversation_id: str | None = None) -> list[AgentEvent]:
+async def collect(
+    client: AgentClient, agent_id: str, message: str, conversation_id: str | None = None
+) -> list[AgentEvent]:
     async with aclosing(client.stream(agent_id, message, conversation_id)) as events:
         return [event async for event in events]
 
@@ -85,7 +87,9 @@ class RawConnection:
         await self.writer.drain()
         await asyncio.sleep(pause)
 
-    async def head(self, status: int = 200, headers: dict[str, str] | None = None, *, chunked: bool = True) -> None:
+    async def head(
+        self, status: int = 200, headers: dict[str, str] | None = None, *, chunked: bool = True
+    ) -> None:
         lines = [f"HTTP/1.1 {status} X"]
         all_headers = {"Content-Type": "text/event-stream"} | (headers or {})
         all_headers["Transfer-Encoding" if chunked else "Connection"] = "chunked" if chunked else "close"

@@ -167,7 +167,11 @@ async def test_mixed_dialect_events_are_understood():
         {"type": "tool_call", "name": "t", "args": {"q": 1}},
         {"type": "tool_result", "name": "t", "result": "r"},
         {"type": "future_event", "x": 1},
-        {"type": "done", "usage": {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}, "new_field": True},
+        {
+            "type": "done",
+            "usage": {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3},
+            "new_field": True,
+        },
     )
     async with scripted_agent([mixed]) as agent:
         async with client_for(agent.url) as client:
@@ -186,10 +190,19 @@ async def test_done_tool_outputs_in_both_places_and_trace_header():
     done = {
         "type": "done",
         "tool_calls": [{"name": "a", "input": {}, "output": "A"}],
-        "message": {"id": "m1", "content": "hi", "token_count": 7, "tool_calls": [{"name": "b", "output": "B"}]},
+        "message": {
+            "id": "m1",
+            "content": "hi",
+            "token_count": 7,
+            "tool_calls": [{"name": "b", "output": "B"}],
+        },
     }
-    answer = sse({"type": "meta", "conversation_id": "c9"}, {"type": "delta", "content": "hi"}, done,
-                 headers={"X-Trace-Id": "tr-header"})
+    answer = sse(
+        {"type": "meta", "conversation_id": "c9"},
+        {"type": "delta", "content": "hi"},
+        done,
+        headers={"X-Trace-Id": "tr-header"},
+    )
     async with scripted_agent([answer]) as agent:
         async with client_for(agent.url) as client:
             events = await collect(client, SO_AGENT, "x")
@@ -239,7 +252,10 @@ async def test_unknown_conversation_is_conversation_not_found(mock_url):
     async with client_for(mock_url) as client:
         events = await collect(client, SO_AGENT, "hi", "conv-unknown")
     failure = failure_of(events)
-    assert failure.code is FailureCode.CONVERSATION_NOT_FOUND and failure.upstream_code == "conversation_not_found"
+    assert (
+        failure.code is FailureCode.CONVERSATION_NOT_FOUND
+        and failure.upstream_code == "conversation_not_found"
+    )
 
 
 async def test_404_mentioning_conversation_without_code():
@@ -253,10 +269,16 @@ async def test_404_mentioning_conversation_without_code():
 
 
 async def test_400_is_bad_request_with_detail():
-    async with scripted_agent([status(400, {"error": {"code": "invalid_request", "message": "message too long"}})]) as agent:
+    async with scripted_agent(
+        [status(400, {"error": {"code": "invalid_request", "message": "message too long"}})]
+    ) as agent:
         async with client_for(agent.url) as client:
             failure = failure_of(await collect(client, SO_AGENT, "x"))
-    assert (failure.code, failure.upstream_code, failure.detail) == (FailureCode.BAD_REQUEST, "invalid_request", "message too long")
+    assert (failure.code, failure.upstream_code, failure.detail) == (
+        FailureCode.BAD_REQUEST,
+        "invalid_request",
+        "message too long",
+    )
 
 
 async def test_mid_stream_error_keeps_earlier_events(mock_url):
@@ -304,8 +326,10 @@ async def test_unreachable_after_retries():
 
 @pytest.mark.parametrize(
     ("answer", "code"),
-    [(status(503, {"code": "overloaded"}), FailureCode.UPSTREAM_UNAVAILABLE),
-     (status(429, {"code": "rate_limited"}), FailureCode.RATE_LIMITED)],
+    [
+        (status(503, {"code": "overloaded"}), FailureCode.UPSTREAM_UNAVAILABLE),
+        (status(429, {"code": "rate_limited"}), FailureCode.RATE_LIMITED),
+    ],
 )
 async def test_retries_exhausted(answer, code):
     sleep = RecordingSleep()
@@ -317,7 +341,11 @@ async def test_retries_exhausted(answer, code):
 
 async def test_5xx_backoff_then_success():
     sleep = RecordingSleep()
-    answers = [status(503), status(502, "Bad gateway"), sse({"type": "delta", "content": "ok"}, {"type": "done"})]
+    answers = [
+        status(503),
+        status(502, "Bad gateway"),
+        sse({"type": "delta", "content": "ok"}, {"type": "done"}),
+    ]
     async with scripted_agent(answers) as agent:
         async with client_for(agent.url, sleep=sleep) as client:
             events = await collect(client, SO_AGENT, "x")
@@ -339,7 +367,11 @@ async def test_429_retry_after_http_date_and_cap():
     sleep = RecordingSleep()
     soon = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=10), usegmt=True)
     later = format_datetime(datetime.now(timezone.utc) + timedelta(hours=1), usegmt=True)
-    answers = [status(429, {}, {"Retry-After": soon}), status(429, {}, {"Retry-After": later}), sse({"type": "done"})]
+    answers = [
+        status(429, {}, {"Retry-After": soon}),
+        status(429, {}, {"Retry-After": later}),
+        sse({"type": "done"}),
+    ]
     async with scripted_agent(answers) as agent:
         async with client_for(agent.url, sleep=sleep, agent_retry_after_cap=30) as client:
             events = await collect(client, SO_AGENT, "x")
@@ -478,7 +510,10 @@ def _assert_key_absent(caplog, failure) -> None:
     [
         status(401, {"code": "invalid_api_key", "message": f"Invalid API key: {API_KEY}"}),
         status(400, f"bad request from {API_KEY} (Authorization: Bearer {API_KEY})"),
-        sse({"type": "delta", "content": "so far"}, {"type": "error", "code": API_KEY, "message": f"key {API_KEY} failed"}),
+        sse(
+            {"type": "delta", "content": "so far"},
+            {"type": "error", "code": API_KEY, "message": f"key {API_KEY} failed"},
+        ),
     ],
     ids=["401-body", "400-body", "error-event"],
 )
@@ -506,8 +541,15 @@ async def test_mock_echoing_a_wrong_key_is_redacted(caplog):
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("3", 3.0), (" 1.5 ", 1.5), ("-4", 0.0), ("", None), (None, None), ("soon", None),
-     ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0)],
+    [
+        ("3", 3.0),
+        (" 1.5 ", 1.5),
+        ("-4", 0.0),
+        ("", None),
+        (None, None),
+        ("soon", None),
+        ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0),
+    ],
 )
 def test_parse_retry_after(value, expected):
     now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=timezone.utc)

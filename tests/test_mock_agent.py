@@ -36,11 +36,15 @@ def events_of(response: httpx.Response) -> list[dict]:
 
 
 async def test_sentientone_auth_rules(mock):
-    bearer = await mock.post("/v1/chat/stream", json={"message": "hi"},
-                             headers={"Authorization": "Bearer sk-so-x", "X-Agent-Id": SO_AGENT})
+    bearer = await mock.post(
+        "/v1/chat/stream",
+        json={"message": "hi"},
+        headers={"Authorization": "Bearer sk-so-x", "X-Agent-Id": SO_AGENT},
+    )
     missing = await mock.post("/v1/chat/stream", json={"message": "hi"}, headers={"X-Agent-Id": SO_AGENT})
-    bad_agent = await mock.post("/v1/chat/stream", json={"message": "hi"},
-                                headers={**SO_HEADERS, "X-Agent-Id": "not-a-uuid"})
+    bad_agent = await mock.post(
+        "/v1/chat/stream", json={"message": "hi"}, headers={**SO_HEADERS, "X-Agent-Id": "not-a-uuid"}
+    )
     assert (bearer.status_code, bearer.json()["code"]) == (401, "invalid_api_key")
     assert missing.status_code == 401
     assert (bad_agent.status_code, bad_agent.json()["code"]) == (404, "agent_not_found")
@@ -51,10 +55,12 @@ async def test_expected_key_is_enforced():
     async with running_mock_agent(expected_key="sk-so-right", **FAST) as url:
         async with httpx.AsyncClient(base_url=url) as http:
             wrong = await http.post("/v1/chat/stream", json={"message": "hi"}, headers=SO_HEADERS)
-            right = await http.post("/v1/chat/stream", json={"message": "hi"},
-                                    headers={**SO_HEADERS, "X-Api-Key": "sk-so-right"})
-            thin_wrong = await http.post("/chat/stream", headers=THIN_HEADERS,
-                                         json={"agent_id": THIN_AGENT, "message": "hi"})
+            right = await http.post(
+                "/v1/chat/stream", json={"message": "hi"}, headers={**SO_HEADERS, "X-Api-Key": "sk-so-right"}
+            )
+            thin_wrong = await http.post(
+                "/chat/stream", headers=THIN_HEADERS, json={"agent_id": THIN_AGENT, "message": "hi"}
+            )
     assert wrong.status_code == 401 and right.status_code == 200 and thin_wrong.status_code == 401
 
 
@@ -71,8 +77,9 @@ async def test_current_generation_shape(mock):
 
 
 async def test_old_generation_shape(mock):
-    response = await mock.post("/v1/chat/stream", json={"message": "sources tool"},
-                               headers={**SO_HEADERS, "X-Mock-Generation": "1"})
+    response = await mock.post(
+        "/v1/chat/stream", json={"message": "sources tool"}, headers={**SO_HEADERS, "X-Mock-Generation": "1"}
+    )
     events = events_of(response)
     types = [e["type"] for e in events]
     assert types[0] == "start" and "meta" not in types and "sources" not in types
@@ -84,9 +91,12 @@ async def test_old_generation_shape(mock):
 async def test_conversation_memory_and_unknown_id(mock):
     first = events_of(await mock.post("/v1/chat/stream", json={"message": "first one"}, headers=SO_HEADERS))
     cid = first[0]["conversation_id"]
-    second = await mock.post("/v1/chat", json={"message": "second", "conversation_id": cid}, headers=SO_HEADERS)
-    unknown = await mock.post("/v1/chat/stream", json={"message": "x", "conversation_id": "conv-nope"},
-                              headers=SO_HEADERS)
+    second = await mock.post(
+        "/v1/chat", json={"message": "second", "conversation_id": cid}, headers=SO_HEADERS
+    )
+    unknown = await mock.post(
+        "/v1/chat/stream", json={"message": "x", "conversation_id": "conv-nope"}, headers=SO_HEADERS
+    )
     reply = second.json()
     assert reply["conversation_id"] == cid and "message #2" in reply["message"]["content"]
     assert "first one" in reply["message"]["content"]
@@ -96,21 +106,33 @@ async def test_conversation_memory_and_unknown_id(mock):
 async def test_state_is_per_app():
     async with running_mock_agent(**FAST) as a, running_mock_agent(**FAST) as b:
         async with httpx.AsyncClient() as http:
-            first = events_of(await http.post(f"{a}/v1/chat/stream", json={"message": "hi"}, headers=SO_HEADERS))
+            first = events_of(
+                await http.post(f"{a}/v1/chat/stream", json={"message": "hi"}, headers=SO_HEADERS)
+            )
             cid = first[0]["conversation_id"]
-            elsewhere = await http.post(f"{b}/v1/chat", json={"message": "hi", "conversation_id": cid},
-                                        headers=SO_HEADERS)
+            elsewhere = await http.post(
+                f"{b}/v1/chat", json={"message": "hi", "conversation_id": cid}, headers=SO_HEADERS
+            )
     assert elsewhere.status_code == 404
 
 
 async def test_thinnest_endpoint(mock):
-    no_auth = await mock.post("/chat/stream", json={"agent_id": THIN_AGENT, "message": "hi"},
-                              headers={"X-Api-Key": "sk-so-x"})
-    bad_agent = await mock.post("/chat/stream", json={"agent_id": SO_AGENT, "message": "hi"}, headers=THIN_HEADERS)
-    ok = await mock.post("/chat/stream", json={"agent_id": THIN_AGENT, "message": "tool sources", "session_id": "s1"},
-                         headers=THIN_HEADERS)
-    again = await mock.post("/chat/stream", json={"agent_id": THIN_AGENT, "message": "again", "session_id": "s1"},
-                            headers=THIN_HEADERS)
+    no_auth = await mock.post(
+        "/chat/stream", json={"agent_id": THIN_AGENT, "message": "hi"}, headers={"X-Api-Key": "sk-so-x"}
+    )
+    bad_agent = await mock.post(
+        "/chat/stream", json={"agent_id": SO_AGENT, "message": "hi"}, headers=THIN_HEADERS
+    )
+    ok = await mock.post(
+        "/chat/stream",
+        json={"agent_id": THIN_AGENT, "message": "tool sources", "session_id": "s1"},
+        headers=THIN_HEADERS,
+    )
+    again = await mock.post(
+        "/chat/stream",
+        json={"agent_id": THIN_AGENT, "message": "again", "session_id": "s1"},
+        headers=THIN_HEADERS,
+    )
     assert no_auth.status_code == 401 and bad_agent.status_code == 404
     types = [e["type"] for e in events_of(ok)]
     assert types[:3] == ["text", "tool_call", "tool_result"] and types[-1] == "done"
@@ -136,10 +158,15 @@ async def test_fail_403_only_refuses_streaming(mock):
 async def test_content_triggers(mock):
     async def text(message: str, dialect: str = "so") -> tuple[list[dict], str]:
         if dialect == "so":
-            events = events_of(await mock.post("/v1/chat/stream", json={"message": message}, headers=SO_HEADERS))
+            events = events_of(
+                await mock.post("/v1/chat/stream", json={"message": message}, headers=SO_HEADERS)
+            )
         else:
-            events = events_of(await mock.post("/chat/stream", headers=THIN_HEADERS,
-                                               json={"agent_id": THIN_AGENT, "message": message}))
+            events = events_of(
+                await mock.post(
+                    "/chat/stream", headers=THIN_HEADERS, json={"agent_id": THIN_AGENT, "message": message}
+                )
+            )
         return events, "".join(e.get("content", "") for e in events if e["type"] in {"delta", "text"})
 
     events, long_text = await text("something long")
@@ -157,7 +184,9 @@ async def test_content_triggers(mock):
 
 async def test_drop_cuts_the_connection(mock):
     with pytest.raises(httpx.RemoteProtocolError):
-        await mock.post("/v1/chat/stream", json={"message": "drop it like it's hot, please"}, headers=SO_HEADERS)
+        await mock.post(
+            "/v1/chat/stream", json={"message": "drop it like it's hot, please"}, headers=SO_HEADERS
+        )
 
 
 async def test_slow_sends_keepalives():
@@ -170,7 +199,9 @@ async def test_slow_sends_keepalives():
 async def test_bad_bodies_are_400(mock):
     assert (await mock.post("/v1/chat/stream", content=b"{", headers=SO_HEADERS)).status_code == 400
     assert (await mock.post("/v1/chat", json={"message": ""}, headers=SO_HEADERS)).status_code == 400
-    assert (await mock.post("/chat/stream", json={"agent_id": THIN_AGENT}, headers=THIN_HEADERS)).status_code == 400
+    assert (
+        await mock.post("/chat/stream", json={"agent_id": THIN_AGENT}, headers=THIN_HEADERS)
+    ).status_code == 400
 
 
 def test_triggers_are_documented():
@@ -186,8 +217,9 @@ async def test_serve_runs_until_cancelled():
     async with httpx.AsyncClient() as http:
         for _ in range(100):
             try:
-                response = await http.post(f"http://127.0.0.1:{port}/v1/chat", json={"message": "hi"},
-                                           headers=SO_HEADERS)
+                response = await http.post(
+                    f"http://127.0.0.1:{port}/v1/chat", json={"message": "hi"}, headers=SO_HEADERS
+                )
                 break
             except httpx.ConnectError:
                 await asyncio.sleep(0.02)

@@ -69,7 +69,7 @@ async def _run(parts: list[bytes], *, chunked: bool, pause: float = 0.0, **overr
 
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     bounds = [0, *sorted(set(cuts)), len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
 @pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"], ids=["LF", "CRLF", "CR"])
@@ -115,7 +115,11 @@ async def test_nothing_is_read_after_done():
 
 
 async def test_error_event_ends_the_stream():
-    data = b'data: {"type":"delta","content":"a"}\n\ndata: {"type":"error","message":"boom"}\n\ndata: {"type":"done"}\n\n'
+    data = (
+        b'data: {"type":"delta","content":"a"}\n\n'
+        b'data: {"type":"error","message":"boom"}\n\n'
+        b'data: {"type":"done"}\n\n'
+    )
     events = await _run([data], chunked=True, agent_api_dialect="thinnest")
     assert events[1] == TextDelta("a")
     assert events[-1].failure.detail == "boom" and len(events) == 3

@@ -46,9 +46,7 @@ class _Call:
     conversation_sent: bool
     parser: StreamParser
 
-    def fail(
-        self, code: FailureCode, *, retry_after: float | None = None, **fields: object
-    ) -> AgentError:
+    def fail(self, code: FailureCode, *, retry_after: float | None = None, **fields: object) -> AgentError:
         fields.setdefault("trace_id", self.parser.trace_id)
         return AgentError(AgentFailure.of(code, **fields), retry_after)  # type: ignore[arg-type]
 
@@ -71,7 +69,7 @@ class AgentClient:
         self._sleep = sleep
         self._session_ids = session_ids
         self._owns_http = http is None
-        # No pool wait limit: a burst of replies queues for a connection instead of failing.
+        # With pool=None below, a burst beyond the pool waits for a connection instead of failing.
         self._http = http or httpx.AsyncClient(limits=httpx.Limits(max_connections=200), timeout=None)
         # The read timeout is the idle timeout: it restarts with every chunk (keep-alives
         # included), so a long but lively reply is never cut off.
@@ -110,11 +108,12 @@ class AgentClient:
         try:
             async with aclosing(self._events(call, message, conversation_id)) as events:
                 async for event in events:
+                    if isinstance(event, Failed):
+                        self._log_failure(call, event.failure)
                     yield event
                     if isinstance(event, (Completed, Failed)):
-                        if isinstance(event, Failed):
-                            self._log_failure(call, event.failure)
-                        return
+                        return  # closing `events` closes the HTTP stream: nothing after the end
+            raise call.fail(FailureCode.PROTOCOL_ERROR, detail="the reply ended without a final event")
         except AgentError as exc:
             self._log_failure(call, exc.failure)
             yield Failed(exc.failure)
@@ -197,7 +196,11 @@ class AgentClient:
             delay = retry_delay(attempt - 1, error.retry_after, self._settings.agent_retry_after_cap)
             log.info(
                 "agent request %s will be retried in %.2fs (%s, attempt %d of %d)",
-                request.path, delay, error.failure.code.value, attempt, max_retries + 1,
+                request.path,
+                delay,
+                error.failure.code.value,
+                attempt,
+                max_retries + 1,
             )
             await self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover - count() never ends
@@ -277,14 +280,18 @@ class AgentClient:
             payload = json.loads(body)
         except ValueError:
             raise call.fail(
-                FailureCode.PROTOCOL_ERROR, http_status=response.status_code, detail="/v1/chat reply is not JSON"
+                FailureCode.PROTOCOL_ERROR,
+                http_status=response.status_code,
+                detail="/v1/chat reply is not JSON",
             ) from None
         return dialects.parse_chat_reply(payload, call.parser)
 
     @staticmethod
     def _transport_error(exc: httpx.HTTPError, call: _Call) -> AgentError:
         if isinstance(exc, httpx.ReadTimeout):
-            return call.fail(FailureCode.IDLE_TIMEOUT, detail="no bytes from the agent API within the idle timeout")
+            return call.fail(
+                FailureCode.IDLE_TIMEOUT, detail="no bytes from the agent API within the idle timeout"
+            )
         if isinstance(exc, httpx.TimeoutException):
             return call.fail(FailureCode.UNREACHABLE, detail=type(exc).__name__)
         if isinstance(exc, httpx.DecodingError):
@@ -294,15 +301,24 @@ class AgentClient:
     def _log_request(self, request: UpstreamRequest, call: _Call, status: object, attempt: int) -> None:
         log.info(
             "agent request POST %s status=%s dialect=%s agent=%s trace=%s attempt=%d",
-            request.path, status, self._dialect.value, call.agent_id, call.parser.trace_id or "-", attempt,
+            request.path,
+            status,
+            self._dialect.value,
+            call.agent_id,
+            call.parser.trace_id or "-",
+            attempt,
         )
 
     @staticmethod
     def _log_failure(call: _Call, failure: AgentFailure) -> None:
         log.warning(
             "agent reply failed code=%s upstream_code=%s status=%s agent=%s trace=%s detail=%s",
-            failure.code.value, failure.upstream_code or "-", failure.http_status or "-",
-            call.agent_id, failure.trace_id or "-", failure.detail or "-",
+            failure.code.value,
+            failure.upstream_code or "-",
+            failure.http_status or "-",
+            call.agent_id,
+            failure.trace_id or "-",
+            failure.detail or "-",
         )
 
 

@@ -79,7 +79,9 @@ def stream_request(
     return _sentientone("/v1/chat/stream", api_key, agent_id, message, session_id, streaming=True)
 
 
-def chat_request(*, api_key: str, agent_id: str, message: str, conversation_id: str | None) -> UpstreamRequest:
+def chat_request(
+    *, api_key: str, agent_id: str, message: str, conversation_id: str | None
+) -> UpstreamRequest:
     """SentientOne's non-streaming `POST /v1/chat`, the fallback on Starter plans."""
     return _sentientone("/v1/chat", api_key, agent_id, message, conversation_id, streaming=False)
 
@@ -308,7 +310,9 @@ def _usage(usage: Any, token_count: Any) -> Usage | None:
             output_tokens=_int(usage.get("output_tokens")),
         )
         if result.total_tokens is None and None not in (result.input_tokens, result.output_tokens):
-            result = Usage(result.input_tokens + result.output_tokens, result.input_tokens, result.output_tokens)  # type: ignore[operator]
+            result = Usage(
+                result.input_tokens + result.output_tokens, result.input_tokens, result.output_tokens
+            )  # type: ignore[operator]
         return result
     total = _int(token_count)
     return Usage(total_tokens=total) if total is not None else None
