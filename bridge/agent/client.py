@@ -117,7 +117,7 @@ class AgentClient:
         except AgentError as exc:
             self._log_failure(call, exc.failure)
             yield Failed(exc.failure)
-        except httpx.HTTPError as exc:  # a safety net: every known case is mapped below
+        except httpx.HTTPError as exc:  # a safety net: known cases are mapped in _send/_read_sse
             failure = call.fail(FailureCode.CONNECTION_DROPPED, detail=type(exc).__name__).failure
             self._log_failure(call, failure)
             yield Failed(failure)
@@ -127,29 +127,16 @@ class AgentClient:
     ) -> AsyncIterator[AgentEvent]:
         """Raw event flow; raises `AgentError`, and ends after a terminal event or raises."""
         key = self._settings.api_key
-        if self._dialect is Dialect.THINNEST:
-            # thinnest never names the session: the client picks it and announces it first.
-            session = conversation_id or self._session_ids()
-            request = dialects.stream_request(
-                self._dialect, api_key=key, agent_id=call.agent_id, message=message, session_id=session
-            )
-            response = await self._send(request, call)
-            try:
-                self._check_event_stream(response, call)
-                yield call.parser.announce(session)
-                async for event in self._read_sse(response, call):
-                    yield event
-            finally:
-                await response.aclose()
-            return
-
+        thinnest = self._dialect is Dialect.THINNEST
+        # thinnest never names the session: the client picks it and announces it first.
+        session = conversation_id or (self._session_ids() if thinnest else None)
         request = dialects.stream_request(
-            self._dialect, api_key=key, agent_id=call.agent_id, message=message, session_id=conversation_id
+            self._dialect, api_key=key, agent_id=call.agent_id, message=message, session_id=session
         )
         try:
             response = await self._send(request, call)
         except AgentError as exc:
-            if exc.failure.code is not FailureCode.PLAN_UPGRADE_REQUIRED:
+            if thinnest or exc.failure.code is not FailureCode.PLAN_UPGRADE_REQUIRED:
                 raise
             log.info("agent stream refused (plan_upgrade_required): falling back to POST /v1/chat")
             fallback = dialects.chat_request(
@@ -160,8 +147,11 @@ class AgentClient:
             return
         try:
             self._check_event_stream(response, call)
-            async for event in self._read_sse(response, call):
-                yield event
+            if thinnest and session:
+                yield call.parser.announce(session)
+            async with aclosing(self._read_sse(response, call)) as events:
+                async for event in events:
+                    yield event
         finally:
             await response.aclose()
 
