@@ -268,6 +268,9 @@ class StableSplitter:
             self._state, self._opener = state, opener
         return [*self._frozen, tail]
 
+    split = update
+    """Alias: the relay passes ``splitter.split`` where a ``text -> parts`` function is expected."""
+
 
 # --- rendering partial text ------------------------------------------------------------------
 
