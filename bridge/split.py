@@ -22,8 +22,13 @@ Break preference inside the window ``[min_fill * window, window]``: a paragraph 
 then the same boundaries inside a fence (closing and reopening it); else a hard break near
 the end of the window. A break that would fall inside a fence is replaced by the latest
 boundary outside fences anywhere in the window, even below the fill threshold, so a code
-block is only cut when it does not fit in a part of its own. A break never falls inside ``"\\r\\n"`` nor inside the first
-characters of a (possible) fence line, unless that line alone is longer than the window.
+block is only cut when it does not fit in a part of its own. A break never falls inside
+``"\\r\\n"``, inside a (possible) fence line, or just before a space or backtick, unless a
+single line fills the whole window.
+
+Balance: every part but the last has an even number of fence lines; the last has an even
+number when the whole text does. (The one exception: a fence line longer than a part's
+window must itself be cut; text stays exact, but that block is not repaired.)
 
 Length budget: every part is ``<= limit``. The part's own text is kept to ``limit -
 FENCE_RESERVE`` (minus the reopening marker), which leaves room both for the closing marker
@@ -48,7 +53,7 @@ MAX_LANG = 20
 
 _FENCE_LINE = re.compile(r" {0,3}```")
 _MAYBE_FENCE_PARTIAL = re.compile(r" {0,3}(?:```.*|`{0,2})", re.DOTALL)
-_LANG = re.compile(r"[\w+#.\-]{1,%d}" % MAX_LANG)
+_LANG = re.compile(rf"[\w+#.\-]{{1,{MAX_LANG}}}")
 
 _LINE_CLOSER = "```"
 """Added after a part whose text ends at a line boundary inside a fence."""
