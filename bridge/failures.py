@@ -23,6 +23,7 @@ class FailureCode(StrEnum):
     CONNECTION_DROPPED = "connection_dropped"
     IDLE_TIMEOUT = "idle_timeout"
     PROTOCOL_ERROR = "protocol_error"
+    INTERNAL = "internal_error"
 
 
 _TEXTS: dict[FailureCode, tuple[str, str]] = {
@@ -77,6 +78,10 @@ _TEXTS: dict[FailureCode, tuple[str, str]] = {
     FailureCode.PROTOCOL_ERROR: (
         "The agent service sent a reply I couldn't read.",
         "The agent API answered with something that is not a valid response for this dialect.",
+    ),
+    FailureCode.INTERNAL: (
+        "Something went wrong in the bridge while answering; the text so far is kept.",
+        "An unexpected error occurred inside the bridge; its log has the traceback.",
     ),
 }
 

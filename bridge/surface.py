@@ -40,6 +40,8 @@ class SurfaceLimits:
     max_text: int
     post: Rate
     edit: Rate
+    append: Rate | None = None
+    """Budget of `NativeStream.append_stream`, for surfaces that offer native streams."""
 
 
 class SurfaceError(Exception):

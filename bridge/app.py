@@ -1,0 +1,45 @@
+"""Wiring: settings → store (migrated) → agent client → relay, opened and closed together."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from bridge.agent import AgentClient
+from bridge.config import Settings
+from bridge.redact import install_redaction
+from bridge.relay import Relay
+from bridge.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Bridge:
+    settings: Settings
+    store: Store
+    agent: AgentClient
+    relay: Relay
+
+
+@contextlib.asynccontextmanager
+async def open_bridge(settings: Settings) -> AsyncIterator[Bridge]:
+    """Open every long-lived resource once; close them in reverse order."""
+    store = await Store.open(settings.bridge_database_url)
+    try:
+        async with AgentClient(settings) as agent:
+            yield Bridge(settings, store, agent, Relay(store, agent, settings))
+    finally:
+        await store.close()
+
+
+def configure_logging(settings: Settings, level: str | None = None) -> None:
+    """Log to stderr with every secret this process knows redacted from every record."""
+    logging.basicConfig(
+        level=(level or settings.bridge_log_level).upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    install_redaction(settings.secrets())

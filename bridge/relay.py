@@ -1,0 +1,288 @@
+"""The use case: one inbound chat message becomes one streamed, persisted reply.
+
+inbound → de-duplicate → wait for the thread's lane (messages of one thread are answered in
+order) → choose agent and conversation → placeholder → stream → scheduled edits → final
+edit → persist. Platform details stay behind the `Surface`; upstream details behind the
+agent client's event union.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from bridge.budget import Budgets
+from bridge.config import Settings
+from bridge.events import AgentEvent, ConversationStarted, Failed
+from bridge.failures import AgentFailure, FailureCode
+from bridge.keys import MessageRef, ThreadKey
+from bridge.reply import MessagePart, Reply, ReplyState, ReplyStatus
+from bridge.scheduler import ReplyWriter
+from bridge.split import StableSplitter
+from bridge.surface import Surface, SurfaceError
+
+log = logging.getLogger("bridge.relay")
+
+STOPPED_NOTICE = "Stopped."
+INTERRUPTED_NOTICE = "This answer was interrupted before it finished. Send your message again to get a full answer."
+NEW_CONVERSATION_NOTICE = "The earlier conversation had expired upstream, so this answer starts a new one."
+DEFAULT_BIND_HINT = "agent-bridge bind --platform {platform} --workspace {workspace} --channel {channel} AGENT_ID"
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A chat message addressed to the bot, already translated by an adapter."""
+
+    thread: ThreadKey
+    user: str
+    text: str
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyOutcome:
+    """What became of one inbound message."""
+
+    reply: Reply | None
+    messages: tuple[MessageRef, ...] = ()
+    reply_id: int | None = None
+    agent_id: str | None = None
+    duplicate: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.reply is not None and self.reply.status is ReplyStatus.DONE
+
+
+class ThreadLanes:
+    """One FIFO lock per thread, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._lanes: dict[ThreadKey, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, thread: ThreadKey) -> AsyncIterator[None]:
+        lock, users = self._lanes.get(thread, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._lanes[thread] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._lanes[thread]
+            if users <= 1:
+                del self._lanes[thread]
+            else:
+                self._lanes[thread] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._lanes)
+
+
+class Relay:
+    """Drives replies. One instance per process; adapters share it."""
+
+    def __init__(
+        self,
+        store,  # bridge.store.Store (kept untyped here to avoid an import cycle in type checkers)
+        agent,  # bridge.agent.AgentClient
+        settings: Settings,
+        *,
+        budgets: Budgets | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.agent = agent
+        self.settings = settings
+        self.budgets = budgets or Budgets()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.lanes = ThreadLanes()
+        self._streams: dict[int, asyncio.Task[None]] = {}
+        self._by_thread: dict[ThreadKey, int] = {}
+
+    # -- public ------------------------------------------------------------------------
+
+    async def handle(self, inbound: Inbound, surface: Surface) -> ReplyOutcome:
+        thread = inbound.thread
+        if inbound.event_id and not await self.store.claim_event(thread.platform, inbound.event_id):
+            log.info("duplicate delivery %s in %s ignored", inbound.event_id, thread)
+            return ReplyOutcome(reply=None, duplicate=True)
+        if not inbound.text.strip():
+            return await self.say(
+                surface, thread, "It looks like your message was empty. What would you like to ask?"
+            )
+        async with self.lanes.hold(thread):
+            return await self._answer(inbound, surface)
+
+    def stop(self, reply_id: int) -> bool:
+        """Cancel a streaming reply (a user pressed Stop). True when one was running."""
+        task = self._streams.get(reply_id)
+        if task is None or task.done():
+            return False
+        task.cancel()
+        return True
+
+    def stop_thread(self, thread: ThreadKey) -> bool:
+        reply_id = self._by_thread.get(thread)
+        return reply_id is not None and self.stop(reply_id)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._streams)
+
+    async def say(self, surface: Surface, thread: ThreadKey, text: str) -> ReplyOutcome:
+        """Post a one-off message from the bridge itself (not the agent)."""
+        reply = Reply(text=text, status=ReplyStatus.DONE)
+        try:
+            message = await surface.post(thread, surface.render(MessagePart(reply, text, 0, True)))
+        except SurfaceError as exc:
+            log.warning("could not post a bridge message in %s: %s", thread, exc)
+            return ReplyOutcome(reply=reply)
+        return ReplyOutcome(reply=reply, messages=(message,))
+
+    # -- one answer ----------------------------------------------------------------------
+
+    async def _answer(self, inbound: Inbound, surface: Surface) -> ReplyOutcome:
+        thread = inbound.thread
+        conversation = await self.store.get_conversation(thread)
+        agent_id = conversation.agent_id if conversation else await self._bound_agent(thread)
+        if agent_id is None:
+            hint = getattr(surface, "bind_hint", DEFAULT_BIND_HINT).format(
+                platform=thread.platform, workspace=thread.workspace, channel=thread.channel
+            )
+            return await self.say(
+                surface,
+                thread,
+                f"This channel is not bound to an agent yet — an admin can bind it with `{hint}`.",
+            )
+        if conversation is None:
+            conversation = await self.store.start_conversation(thread, agent_id)
+
+        reply_id = await self.store.create_reply(
+            thread, agent_id, inbound_event_id=inbound.event_id, owner=self.owner
+        )
+        state = ReplyState(conversation_id=conversation.conversation_id)
+        stream_task: asyncio.Task[None] | None = None
+
+        def on_gone() -> None:
+            if stream_task is not None:
+                stream_task.cancel()
+
+        async def on_posted(message: MessageRef) -> None:
+            await self.store.add_reply_message(reply_id, message.id)
+
+        writer = ReplyWriter(
+            surface,
+            thread,
+            state,
+            self.budgets,
+            StableSplitter(surface.limits.max_text).split,
+            on_posted=on_posted,
+            on_gone=on_gone,
+        )
+        try:
+            await writer.start()
+            stream_task = asyncio.create_task(
+                self._pump(thread, agent_id, inbound.text, state, writer),
+                name=f"agent-stream {thread}",
+            )
+            self._streams[reply_id] = stream_task
+            self._by_thread[thread] = reply_id
+            try:
+                await asyncio.shield(stream_task)
+            except asyncio.CancelledError:
+                if not stream_task.cancelled():
+                    raise  # we ourselves are being cancelled (shutdown)
+            except Exception:
+                log.exception("reply %s in %s failed inside the bridge", reply_id, thread)
+                state.apply(Failed(AgentFailure.of(FailureCode.INTERNAL, trace_id=state.trace_id)))
+            if stream_task.cancelled() and not state.status.finished:
+                state.finish(ReplyStatus.STOPPED, STOPPED_NOTICE)
+            elif not state.status.finished:  # the client promises a last event; never leave it hanging
+                state.apply(Failed(AgentFailure.of(FailureCode.CONNECTION_DROPPED, trace_id=state.trace_id)))
+            writer.notify()
+            await writer.finish()
+        except asyncio.CancelledError:
+            if stream_task is not None:
+                stream_task.cancel()
+            await writer.cancel()
+            state.finish(ReplyStatus.INTERRUPTED, INTERRUPTED_NOTICE)
+            await asyncio.shield(self._persist(reply_id, state, thread))
+            raise
+        finally:
+            self._streams.pop(reply_id, None)
+            if self._by_thread.get(thread) == reply_id:
+                del self._by_thread[thread]
+        await self._persist(reply_id, state, thread)
+        return ReplyOutcome(
+            reply=state.snapshot(),
+            messages=tuple(writer.messages),
+            reply_id=reply_id,
+            agent_id=agent_id,
+        )
+
+    async def _bound_agent(self, thread: ThreadKey) -> str | None:
+        binding = await self.store.get_binding(thread.platform, thread.workspace, thread.channel)
+        if binding is not None:
+            return binding.agent_id
+        return self.settings.agent_default_id
+
+    async def _pump(
+        self, thread: ThreadKey, agent_id: str, text: str, state: ReplyState, writer: ReplyWriter
+    ) -> None:
+        """Feed upstream events into the state; store the conversation id the moment it is known."""
+        conversation_id = state.conversation_id
+        async for event in self._events(thread, agent_id, text, conversation_id, state):
+            if isinstance(event, ConversationStarted) and event.conversation_id != conversation_id:
+                conversation_id = event.conversation_id
+                await self.store.set_conversation_id(thread, conversation_id)
+            state.apply(event)
+            writer.notify()
+        if state.conversation_id and state.conversation_id != conversation_id:
+            await self.store.set_conversation_id(thread, state.conversation_id)
+
+    async def _events(
+        self,
+        thread: ThreadKey,
+        agent_id: str,
+        text: str,
+        conversation_id: str | None,
+        state: ReplyState,
+    ) -> AsyncIterator[AgentEvent]:
+        """The agent's events; a vanished upstream conversation is replaced by a new one, once."""
+        async for event in self.agent.stream(agent_id, text, conversation_id):
+            if (
+                isinstance(event, Failed)
+                and event.failure.code is FailureCode.CONVERSATION_NOT_FOUND
+                and conversation_id is not None
+                and not state.text
+            ):
+                log.info("conversation %s vanished upstream; starting a new one", conversation_id)
+                await self.store.forget_conversation_id(thread)
+                state.conversation_id = None
+                state.notice = NEW_CONVERSATION_NOTICE
+                async for retry_event in self.agent.stream(agent_id, text, None):
+                    yield retry_event
+                return
+            yield event
+
+    async def _persist(self, reply_id: int, state: ReplyState, thread: ThreadKey) -> None:
+        usage = dataclasses.asdict(state.usage) if state.usage else None
+        await self.store.finish_reply(
+            reply_id,
+            state.status.value,
+            trace_id=state.trace_id,
+            conversation_id=state.conversation_id,
+            usage=usage,
+            error_code=state.error.display_code if state.error else None,
+        )
+        log.info(
+            "reply %s in %s finished: %s (trace %s)", reply_id, thread, state.status.value, state.trace_id
+        )

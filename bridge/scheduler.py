@@ -1,0 +1,284 @@
+"""Edit scheduling: keeps one reply's platform messages in step with its state.
+
+One writer task per reply, so a message never has two edits in flight and an older edit can
+never land after a newer one. The writer always sends the *latest* render, taken after the
+budget granted the call, so intermediate states are skipped for free. The first visible text
+and the final state go out with urgent priority; a 429 spends the shared bucket until its
+Retry-After and the same (by then newer) state is sent again, so no text is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.budget import Budgets, Priority
+from bridge.keys import MessageRef, ThreadKey
+from bridge.reply import MessagePart, Reply, ReplyState, ReplyStatus
+from bridge.surface import MessageGone, NativeStream, RateLimited, StreamRefused, Surface, SurfaceError
+
+log = logging.getLogger("bridge.scheduler")
+
+Splitter = Callable[[str], list[str]]
+"""Returns the text's message-sized parts; parts already returned earlier must stay stable."""
+
+_FROZEN_PART = Reply(status=ReplyStatus.DONE)
+"""What a non-last part carries: its text is final and it shows no extras."""
+
+_MAX_SURFACE_ATTEMPTS = 4
+
+
+class DeliveryFailed(Exception):
+    """The platform kept refusing a call that waiting can't fix."""
+
+
+@dataclass(slots=True)
+class WriterStats:
+    posts: int = 0
+    edits: int = 0
+    appends: int = 0
+    rate_limited: int = 0
+    first_visible_at: float | None = None
+    final_visible_at: float | None = None
+
+
+class ReplyWriter:
+    """Drives post/edit (or a native stream) for one reply until its final state is visible."""
+
+    def __init__(
+        self,
+        surface: Surface,
+        thread: ThreadKey,
+        state: ReplyState,
+        budgets: Budgets,
+        splitter: Splitter,
+        *,
+        on_posted: Callable[[MessageRef], Awaitable[None]] | None = None,
+        on_gone: Callable[[], None] | None = None,
+    ) -> None:
+        self.surface = surface
+        self.thread = thread
+        self.state = state
+        self.budgets = budgets
+        self.splitter = splitter
+        self.messages: list[MessageRef] = []
+        self.stats = WriterStats()
+        self.gone = False
+        self.failure: BaseException | None = None
+        self._on_posted = on_posted
+        self._on_gone = on_gone
+        self._sent: list[MessagePart | None] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._native = (
+            isinstance(surface, NativeStream) and surface.wants_native_stream(thread)
+        )
+        self._appended = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Show the placeholder (or open the native stream) before the agent is even asked."""
+        placeholder = MessagePart(self.state.snapshot(), "", 0, True)
+        if self._native:
+            try:
+                await self._budget("post").acquire(Priority.URGENT)
+                message = await self.surface.start_stream(self.thread)  # type: ignore[attr-defined]
+                await self._adopt(message, placeholder)
+            except StreamRefused as exc:
+                log.info("native stream refused at start (%s); using edits", exc)
+                self._native = False
+        if not self._native:
+            await self._post(placeholder)
+        self._task = self._loop.create_task(self._run(), name=f"reply-writer {self.thread}")
+
+    def notify(self) -> None:
+        """The state changed; the writer will catch up when the budget allows."""
+        self._wake.set()
+
+    async def finish(self) -> None:
+        """Wait until the final state is visible (or delivery became impossible)."""
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def cancel(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                finished_version = self.state.version if self.state.status.finished else None
+                await self._catch_up()
+                if finished_version is not None and finished_version == self.state.version:
+                    if self.stats.final_visible_at is None:
+                        self.stats.final_visible_at = self._loop.time()
+                    return
+        except MessageGone as exc:
+            log.info("reply message gone in %s: %s", self.thread, exc)
+            self.gone = True
+            if self._on_gone is not None:
+                self._on_gone()
+        except DeliveryFailed as exc:
+            log.warning("giving up on delivering a reply in %s: %s", self.thread, exc)
+            self.failure = exc
+        finally:
+            for message in self.messages:
+                self.budgets.forget_message(self.surface.platform, message.id)
+
+    async def _catch_up(self) -> None:
+        """Send calls until every message shows the latest state."""
+        while True:
+            if self._native:
+                if await self._native_step():
+                    continue
+                if self._native:
+                    return
+            parts = self._parts(self.state.snapshot())
+            index = next(
+                (i for i, part in enumerate(parts) if i >= len(self._sent) or self._sent[i] != part),
+                None,
+            )
+            if index is None:
+                return
+            if index >= len(self.messages):
+                await self._post(parts[index])
+            else:
+                await self._edit(index)
+
+    def _parts(self, reply: Reply) -> list[MessagePart]:
+        texts = self.splitter(reply.text) or [""]
+        last = len(texts) - 1
+        return [
+            MessagePart(reply if i == last else _FROZEN_PART, text, i, i == last)
+            for i, text in enumerate(texts)
+        ]
+
+    def _urgent(self, index: int) -> bool:
+        sent = self._sent[index] if index < len(self._sent) else None
+        first_text = sent is None or not sent.text
+        return first_text or self.state.status.finished
+
+    # -- platform calls ----------------------------------------------------------------
+
+    def _budget(self, operation: str, message_id: str = ""):
+        rate = getattr(self.surface.limits, operation)
+        return self.budgets.bucket(self.surface.platform, operation, rate, self.thread, message_id)
+
+    async def _post(self, part: MessagePart) -> None:
+        bucket = self._budget("post")
+        for attempt in range(_MAX_SURFACE_ATTEMPTS):
+            await bucket.acquire(Priority.URGENT)
+            if part.index > 0 or part.text:
+                part = self._parts(self.state.snapshot())[part.index]
+            try:
+                message = await self.surface.post(self.thread, self.surface.render(part))
+            except RateLimited as exc:
+                self._rate_limited(bucket, exc)
+                continue
+            except (MessageGone, StreamRefused):
+                raise
+            except SurfaceError as exc:
+                await self._backoff(attempt, exc)
+                continue
+            self.stats.posts += 1
+            await self._adopt(message, part)
+            return
+        raise DeliveryFailed("post kept failing")
+
+    async def _adopt(self, message: MessageRef, part: MessagePart) -> None:
+        self.messages.append(message)
+        self._sent.append(part)
+        self._mark_visible(part)
+        if self._on_posted is not None:
+            await self._on_posted(message)
+
+    async def _edit(self, index: int) -> None:
+        message = self.messages[index]
+        bucket = self._budget("edit", message.id)
+        for attempt in range(_MAX_SURFACE_ATTEMPTS):
+            await bucket.acquire(Priority.URGENT if self._urgent(index) else Priority.NORMAL)
+            parts = self._parts(self.state.snapshot())
+            if index >= len(parts) or self._sent[index] == parts[index]:
+                return  # nothing left to say here (the state moved on while we waited)
+            part = parts[index]
+            try:
+                await self.surface.edit(message, self.surface.render(part))
+            except RateLimited as exc:
+                self._rate_limited(bucket, exc)
+                continue
+            except MessageGone:
+                raise
+            except SurfaceError as exc:
+                await self._backoff(attempt, exc)
+                continue
+            self.stats.edits += 1
+            self._sent[index] = part
+            self._mark_visible(part)
+            return
+        raise DeliveryFailed("edit kept failing")
+
+    async def _native_step(self) -> bool:
+        """One native-stream call; True when a call was made. Leaves native mode when it must."""
+        reply = self.state.snapshot()
+        message = self.messages[0]
+        stream: Any = self.surface
+        try:
+            if reply.status.finished or len(reply.text) > self.surface.limits.max_text:
+                self._native = False
+                parts = self._parts(reply)
+                await self._budget("post").acquire(Priority.URGENT)
+                await stream.stop_stream(message, self.surface.render(parts[0]))
+                self._sent[0] = parts[0]
+                self._mark_visible(parts[0])
+                return True
+            pending = reply.text[self._appended :]
+            if not pending:
+                return False
+            append_rate = self.surface.limits.append
+            if append_rate is not None:
+                await self.budgets.bucket(
+                    self.surface.platform, "append", append_rate, self.thread
+                ).acquire(Priority.URGENT if self._appended == 0 else Priority.NORMAL)
+            pending = self.state.text[self._appended :]
+            await stream.append_stream(message, pending)
+            self._appended += len(pending)
+            self.stats.appends += 1
+            self._sent[0] = MessagePart(reply, self.state.text[: self._appended], 0, True)
+            self._mark_visible(self._sent[0])
+            return True
+        except RateLimited as exc:
+            self._rate_limited(self._budget("post"), exc)
+            return True
+        except StreamRefused as exc:
+            log.info("native stream ended by the platform (%s); continuing with edits", exc)
+            self._native = False
+            self._sent[0] = None
+            return True
+
+    def _mark_visible(self, part: MessagePart) -> None:
+        if part.text and self.stats.first_visible_at is None:
+            self.stats.first_visible_at = self._loop.time()
+
+    def _rate_limited(self, bucket: Any, exc: RateLimited) -> None:
+        self.stats.rate_limited += 1
+        log.info("platform 429 on %s; waiting %.2fs", exc.method or "a call", exc.retry_after)
+        bucket.penalize(exc.retry_after)
+
+    async def _backoff(self, attempt: int, exc: SurfaceError) -> None:
+        delay = min(0.25 * 2**attempt, 4.0)
+        log.warning("platform call failed (%s); retrying in %.2fs", exc, delay)
+        await asyncio.sleep(delay)

@@ -1,0 +1,53 @@
+"""Shared fixtures: a real mock agent on a loopback port and a bridge on a real SQLite file."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from bridge.app import Bridge, open_bridge
+from bridge.config import load_settings
+from bridge.mock_agent import running_mock_agent
+
+SENTIENTONE_AGENT = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
+OTHER_SENTIENTONE_AGENT = "0f0e0d0c-0b0a-4999-8888-777766665555"
+
+
+@pytest.fixture
+def agent_ids() -> tuple[str, str]:
+    return SENTIENTONE_AGENT, OTHER_SENTIENTONE_AGENT
+
+
+@pytest.fixture
+async def mock_agent_url() -> AsyncIterator[str]:
+    async with running_mock_agent(host="127.0.0.1", port=0) as url:
+        yield url
+
+
+@pytest.fixture
+def bridge_factory(mock_agent_url: str, tmp_path):
+    """Open a bridge against the mock agent with a fresh SQLite file; settings can be overridden."""
+
+    @contextlib.asynccontextmanager
+    async def factory(**overrides: Any) -> AsyncIterator[Bridge]:
+        options: dict[str, Any] = {
+            "agent_api_url": mock_agent_url,
+            "agent_api_key": "sk-so-test-key-0123456789",
+            "agent_default_id": SENTIENTONE_AGENT,
+            "bridge_database_url": f"sqlite+aiosqlite:///{tmp_path / 'bridge.db'}",
+            "agent_idle_timeout": 5,
+        }
+        options.update(overrides)
+        async with open_bridge(load_settings(**options)) as bridge:
+            yield bridge
+
+    return factory
+
+
+@pytest.fixture
+async def bridge(bridge_factory) -> AsyncIterator[Bridge]:
+    async with bridge_factory() as opened:
+        yield opened
