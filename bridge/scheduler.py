@@ -18,7 +18,7 @@ from typing import Any
 from bridge.budget import Budgets, Priority
 from bridge.keys import MessageRef, ThreadKey
 from bridge.reply import MessagePart, Reply, ReplyState, ReplyStatus
-from bridge.surface import MessageGone, NativeStream, RateLimited, StreamRefused, Surface, SurfaceError
+from bridge.surface import MessageExpired, MessageGone, NativeStream, RateLimited, StreamRefused, Surface, SurfaceError
 
 log = logging.getLogger("bridge.scheduler")
 
@@ -178,11 +178,12 @@ class ReplyWriter:
         rate = getattr(self.surface.limits, operation)
         return self.budgets.bucket(self.surface.platform, operation, rate, self.thread, message_id)
 
-    async def _post(self, part: MessagePart) -> None:
+    async def _post(self, part: MessagePart, *, replace: bool = False) -> None:
+        """Post a part as a new message (or, with `replace`, instead of an uneditable one)."""
         bucket = self._budget("post")
         for attempt in range(_MAX_SURFACE_ATTEMPTS):
             await bucket.acquire(Priority.URGENT)
-            if part.index > 0 or part.text:
+            if part.index > 0 or part.text or replace:  # not the placeholder: send the latest state
                 part = self._parts(self.state.snapshot())[part.index]
             try:
                 message = await self.surface.post(self.thread, self.surface.render(part))
@@ -195,7 +196,13 @@ class ReplyWriter:
                 await self._backoff(attempt, exc)
                 continue
             self.stats.posts += 1
-            await self._adopt(message, part)
+            if replace:
+                self.messages[part.index] = message
+                self._sent[part.index] = part
+                if self._on_posted is not None:
+                    await self._on_posted(message)
+            else:
+                await self._adopt(message, part)
             return
         raise DeliveryFailed("post kept failing")
 
@@ -220,6 +227,10 @@ class ReplyWriter:
             except RateLimited as exc:
                 self._rate_limited(bucket, exc)
                 continue
+            except MessageExpired as exc:
+                log.info("message %s can no longer be edited (%s); continuing in a new one", message.id, exc)
+                await self._post(parts[index], replace=True)
+                return
             except MessageGone:
                 raise
             except SurfaceError as exc:

@@ -61,6 +61,11 @@ class MessageGone(SurfaceError):
     """The reply's message (or its thread) no longer accepts edits: deleted, archived, locked."""
 
 
+class MessageExpired(SurfaceError):
+    """This message can no longer be edited, but the thread is fine (e.g. a Discord interaction
+    token past 15 minutes): the core posts the part again as a new message and continues there."""
+
+
 class StreamRefused(SurfaceError):
     """A native stream could not start or continue; the relay falls back to edits."""
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from bridge.keys import MessageRef, ThreadKey
 from bridge.reply import MessagePart
-from bridge.surface import MessageGone, Rate, RateLimited, Scope, StreamRefused, SurfaceLimits
+from bridge.surface import MessageExpired, MessageGone, Rate, RateLimited, Scope, StreamRefused, SurfaceLimits
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class RecordingSurface:
         self.messages: dict[str, MessagePart] = {}
         self.deleted: set[str] = set()
         self.gone: set[str] = set()
+        self.expired: set[str] = set()
         self.fail_next_edits: list[BaseException] = []
         self.call_latency = call_latency
         self.enforce_edits = enforce_edits
@@ -86,6 +87,8 @@ class RecordingSurface:
         await asyncio.sleep(self.call_latency)
         if message.id in self.gone:
             raise MessageGone(f"message {message.id} was deleted")
+        if message.id in self.expired:
+            raise MessageExpired(f"message {message.id} can no longer be edited")
         if self.fail_next_edits:
             raise self.fail_next_edits.pop(0)
         if self.enforce_edits is not None:

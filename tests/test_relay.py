@@ -228,3 +228,21 @@ async def test_native_stream_capability_is_used_and_falls_back_to_edits(bridge):
     assert outcome.ok
     assert refusing.ops("edit"), "after the stream was refused the reply continues with edits"
     assert refusing.messages[outcome.messages[-1].id].text == outcome.reply.text
+
+
+async def test_expired_message_continues_in_a_new_one(bridge):
+    surface = RecordingSurface()
+    task = asyncio.create_task(bridge.relay.handle(Inbound(thread(), "U1", "tell me a slow story", None), surface))
+    for _ in range(300):
+        await asyncio.sleep(0.01)
+        if any(c.op == "edit" and c.payload.text for c in surface.calls):
+            break
+    first = surface.ops("post")[0].message_id
+    surface.expired.add(first)
+    outcome = await asyncio.wait_for(task, 10)
+    assert outcome.ok
+    (current,) = outcome.messages
+    assert current.id != first
+    assert surface.messages[current.id].text == outcome.reply.text
+    record = await bridge.store.get_reply(outcome.reply_id)
+    assert record.message_ids == (first, current.id)
