@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.budget import Budgets, Priority
+from bridge.budget import Budgets, Priority, TokenBucket
 from bridge.keys import MessageRef, ThreadKey
 from bridge.reply import MessagePart, Reply, ReplyState, ReplyStatus
 from bridge.surface import MessageExpired, MessageGone, NativeStream, RateLimited, StreamRefused, Surface, SurfaceError
@@ -86,7 +86,7 @@ class ReplyWriter:
         placeholder = MessagePart(self.state.snapshot(), "", 0, True)
         if self._native:
             try:
-                await self._budget("post").acquire(Priority.URGENT)
+                await self._budget("stream_control").acquire(Priority.URGENT)
                 message = await self.surface.start_stream(self.thread)  # type: ignore[attr-defined]
                 await self._adopt(message, placeholder)
             except StreamRefused as exc:
@@ -174,8 +174,8 @@ class ReplyWriter:
 
     # -- platform calls ----------------------------------------------------------------
 
-    def _budget(self, operation: str, message_id: str = ""):
-        rate = getattr(self.surface.limits, operation)
+    def _budget(self, operation: str, message_id: str = "") -> TokenBucket:
+        rate = getattr(self.surface.limits, operation) or self.surface.limits.post
         return self.budgets.bucket(self.surface.platform, operation, rate, self.thread, message_id)
 
     async def _post(self, part: MessagePart, *, replace: bool = False) -> None:
@@ -247,11 +247,12 @@ class ReplyWriter:
         reply = self.state.snapshot()
         message = self.messages[0]
         stream: Any = self.surface
+        operation = "stream_control"
         try:
             if reply.status.finished or len(reply.text) > self.surface.limits.max_text:
                 self._native = False
                 parts = self._parts(reply)
-                await self._budget("post").acquire(Priority.URGENT)
+                await self._budget("stream_control").acquire(Priority.URGENT)
                 await stream.stop_stream(message, self.surface.render(parts[0]))
                 self._sent[0] = parts[0]
                 self._mark_visible(parts[0])
@@ -259,11 +260,11 @@ class ReplyWriter:
             pending = reply.text[self._appended :]
             if not pending:
                 return False
-            append_rate = self.surface.limits.append
-            if append_rate is not None:
-                await self.budgets.bucket(
-                    self.surface.platform, "append", append_rate, self.thread
-                ).acquire(Priority.URGENT if self._appended == 0 else Priority.NORMAL)
+            operation = "append"
+            if self.surface.limits.append is not None:
+                await self._budget("append").acquire(
+                    Priority.URGENT if self._appended == 0 else Priority.NORMAL
+                )
             pending = self.state.text[self._appended :]
             await stream.append_stream(message, pending)
             self._appended += len(pending)
@@ -272,7 +273,7 @@ class ReplyWriter:
             self._mark_visible(self._sent[0])
             return True
         except RateLimited as exc:
-            self._rate_limited(self._budget("post"), exc)
+            self._rate_limited(self._budget(operation), exc)
             return True
         except StreamRefused as exc:
             log.info("native stream ended by the platform (%s); continuing with edits", exc)
@@ -284,7 +285,7 @@ class ReplyWriter:
         if part.text and self.stats.first_visible_at is None:
             self.stats.first_visible_at = self._loop.time()
 
-    def _rate_limited(self, bucket: Any, exc: RateLimited) -> None:
+    def _rate_limited(self, bucket: TokenBucket, exc: RateLimited) -> None:
         self.stats.rate_limited += 1
         log.info("platform 429 on %s; waiting %.2fs", exc.method or "a call", exc.retry_after)
         bucket.penalize(exc.retry_after)

@@ -42,6 +42,8 @@ class SurfaceLimits:
     edit: Rate
     append: Rate | None = None
     """Budget of `NativeStream.append_stream`, for surfaces that offer native streams."""
+    stream_control: Rate | None = None
+    """Budget of `start_stream`/`stop_stream`; the post budget when not given."""
 
 
 class SurfaceError(Exception):
