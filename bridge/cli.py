@@ -45,7 +45,9 @@ def main() -> None:
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    console = Console(stderr=True, soft_wrap=True)
+    console.print("[bold red]error:[/] ", end="")
+    console.print(message, highlight=False, markup=False)
     return typer.Exit(code)
 
 

@@ -71,5 +71,5 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for err in exc.errors(include_url=False, include_input=False):
             name = str(err["loc"][0]).upper() if err["loc"] else "configuration"
-            lines.append(f"{name}: {err['msg']}")
+            lines.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
         raise ConfigError("; ".join(lines)) from None
