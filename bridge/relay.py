@@ -175,8 +175,19 @@ class Relay:
             if stream_task is not None:
                 stream_task.cancel()
 
-        async def on_posted(message: MessageRef) -> None:
-            await self.store.add_reply_message(reply_id, message.id)
+        saving: asyncio.Task[None] | None = None
+
+        def on_posted(message: MessageRef) -> None:
+            """Record the message id in the background (in order) so the writer never waits on the database."""
+            nonlocal saving
+            previous = saving
+
+            async def save() -> None:
+                if previous is not None:
+                    await asyncio.gather(previous, return_exceptions=True)
+                await self.store.add_reply_message(reply_id, message.id)
+
+            saving = asyncio.create_task(save())
 
         writer = ReplyWriter(
             surface,
@@ -214,13 +225,13 @@ class Relay:
                 stream_task.cancel()
             await writer.cancel()
             state.finish(ReplyStatus.INTERRUPTED, INTERRUPTED_NOTICE)
-            await asyncio.shield(self._persist(reply_id, state, thread))
+            await asyncio.shield(self._persist(reply_id, state, thread, saving))
             raise
         finally:
             self._streams.pop(reply_id, None)
             if self._by_thread.get(thread) == reply_id:
                 del self._by_thread[thread]
-        await self._persist(reply_id, state, thread)
+        await self._persist(reply_id, state, thread, saving)
         return ReplyOutcome(
             reply=state.snapshot(),
             messages=tuple(writer.messages),
@@ -273,7 +284,13 @@ class Relay:
                 return
             yield event
 
-    async def _persist(self, reply_id: int, state: ReplyState, thread: ThreadKey) -> None:
+    async def _persist(
+        self, reply_id: int, state: ReplyState, thread: ThreadKey, saving: asyncio.Task[None] | None
+    ) -> None:
+        if saving is not None:
+            results = await asyncio.gather(saving, return_exceptions=True)
+            if isinstance(results[0], Exception):
+                log.error("could not record a message id of reply %s: %s", reply_id, results[0])
         usage = dataclasses.asdict(state.usage) if state.usage else None
         await self.store.finish_reply(
             reply_id,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +56,7 @@ class ReplyWriter:
         budgets: Budgets,
         splitter: Splitter,
         *,
-        on_posted: Callable[[MessageRef], Awaitable[None]] | None = None,
+        on_posted: Callable[[MessageRef], None] | None = None,
         on_gone: Callable[[], None] | None = None,
     ) -> None:
         self.surface = surface
@@ -200,7 +200,7 @@ class ReplyWriter:
                 self.messages[part.index] = message
                 self._sent[part.index] = part
                 if self._on_posted is not None:
-                    await self._on_posted(message)
+                    self._on_posted(message)
             else:
                 await self._adopt(message, part)
             return
@@ -211,7 +211,7 @@ class ReplyWriter:
         self._sent.append(part)
         self._mark_visible(part)
         if self._on_posted is not None:
-            await self._on_posted(message)
+            self._on_posted(message)
 
     async def _edit(self, index: int) -> None:
         message = self.messages[index]

@@ -1,0 +1,102 @@
+"""`agent-bridge run` for Slack: Socket Mode when SLACK_APP_TOKEN is set, HTTP otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.events import SlackEvents
+from adapters.slack.settings import SlackSettings
+from adapters.slack.surface import SlackSurface
+from bridge.app import Bridge
+
+log = logging.getLogger("adapters.slack")
+
+EVENTS_PATH = "/slack/events"
+
+
+def make_client(settings: SlackSettings) -> AsyncWebClient:
+    """A Web API client without slack_sdk's rate-limit retry handler: a 429 must reach the
+    core's shared budgets instead of being slept through inside one call."""
+    return AsyncWebClient(
+        token=settings.bot_token,
+        base_url=settings.slack_api_url,
+        timeout=30,
+        retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=1)],
+    )
+
+
+class SlackPlatform:
+    """Slack for `agent-bridge run`. `url` is the events endpoint once HTTP mode listens."""
+
+    name = "slack"
+
+    def __init__(self, settings: SlackSettings) -> None:
+        self.settings = settings
+        self.ready = asyncio.Event()
+        self.url: str | None = None
+        self.events: SlackEvents | None = None
+
+    def secrets(self) -> list[str]:
+        return self.settings.secrets()
+
+    def build_app(self, bridge: Bridge) -> tuple[AsyncApp, SlackEvents]:
+        client = make_client(self.settings)
+        surface = SlackSurface(
+            client,
+            native=self.settings.slack_native_streaming,
+            rate_scale=self.settings.slack_rate_scale,
+            command=self.settings.slack_command,
+        )
+        app = AsyncApp(
+            client=client,
+            signing_secret=self.settings.signing_secret or None,
+            request_verification_enabled=not self.settings.socket_mode,
+            logger=logging.getLogger("adapters.slack.bolt"),
+        )
+        events = SlackEvents(bridge, self.settings, surface, client)
+        events.register(app)
+        return app, events
+
+    async def run(self, bridge: Bridge, stop: asyncio.Event) -> None:
+        app, self.events = self.build_app(bridge)
+        try:
+            if self.settings.socket_mode:
+                await self._run_socket(app, stop)
+            else:
+                await self._run_http(app, stop)
+        finally:
+            await self.events.drain()
+            self.ready.clear()
+
+    async def _run_http(self, app: AsyncApp, stop: asyncio.Event) -> None:
+        web_app = app.web_app(path=EVENTS_PATH, port=self.settings.bridge_http_port)
+        runner = web.AppRunner(web_app, access_log=None, shutdown_timeout=2)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.settings.bridge_http_host, self.settings.bridge_http_port)
+            await site.start()
+            host, port = runner.addresses[0][:2]
+            shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            self.url = f"http://{shown}:{port}{EVENTS_PATH}"
+            log.info("Slack HTTP mode: listening on %s:%s%s", host, port, EVENTS_PATH)
+            self.ready.set()
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    async def _run_socket(self, app: AsyncApp, stop: asyncio.Event) -> None:
+        handler = AsyncSocketModeHandler(app, self.settings.app_token)
+        await handler.connect_async()
+        log.info("Slack Socket Mode: connected")
+        self.ready.set()
+        try:
+            await stop.wait()
+        finally:
+            await handler.close_async()
