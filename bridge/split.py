@@ -308,5 +308,7 @@ def close_open_fence(text: str) -> str:
         elif run.group() == open_run:
             open_run = ""
     if open_run and len(open_run) <= 2 and tail[opened_at:].strip():
-        return text + open_run
+        closed = text + open_run
+        if not _FENCE_LINE.match(closed[closed.rfind("\n") + 1 :]):  # closing must not forge a fence
+            return closed
     return text
