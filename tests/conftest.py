@@ -21,13 +21,7 @@ hypothesis_settings.register_profile("dev", deadline=None, print_blob=True)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 SENTIENTONE_AGENT = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
-OTHER_# CI explores the same examples every run (reproducible, no flaky deadlines); locally each run
-# draws new ones, which is where new counterexamples come from.
-hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
-hypothesis_settings.register_profile("dev", deadline=None, print_blob=True)
-hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
-
-SENTIENTONE_AGENT = "0f0e0d0c-0b0a-4999-8888-777766665555"
+OTHER_SENTIENTONE_AGENT = "0f0e0d0c-0b0a-4999-8888-777766665555"
 
 
 @pytest.fixture
