@@ -51,9 +51,12 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _settings(**overrides: Any) -> Settings:
+def _settings(*, needs_agent: bool = False, **overrides: Any) -> Settings:
     try:
-        return load_settings(**overrides)
+        settings = load_settings(**overrides)
+        if needs_agent:
+            settings.require_api_key()
+        return settings
     except ConfigError as exc:
         raise _fail(f"configuration: {exc}") from None
 
@@ -144,7 +147,7 @@ def chat(
     as_json: Annotated[bool, typer.Option("--json", help="Print the final reply as one JSON object.")] = False,
 ) -> None:
     """Send one message through the full relay to the configured agent API and print the reply."""
-    settings = _settings()
+    settings = _settings(needs_agent=True)
     raise typer.Exit(_run(lambda: _chat(settings, message, agent, thread, as_json)))
 
 

@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     def api_key(self) -> str:
         return self.agent_api_key.get_secret_value() if self.agent_api_key else ""
 
+    def require_api_key(self) -> None:
+        """Commands that talk to the real agent API need a key; say so before anything starts."""
+        if not self.api_key:
+            raise ConfigError(
+                "AGENT_API_KEY: not set; set it to your agent platform key "
+                "(SentientOne: the X-Api-Key value; thinnest: the Bearer token)"
+            )
+
     def secrets(self) -> list[str]:
         """Every secret value this process holds, for log and message redaction."""
         return [s for s in (self.api_key,) if s]

@@ -127,6 +127,13 @@ async def test_bad_setting_fails_with_one_clear_line(tmp_path, variable, value, 
     assert "Traceback" not in err and KEY not in err
 
 
+async def test_missing_api_key_is_named_before_anything_starts(tmp_path):
+    env = base_env(tmp_path)
+    del env["AGENT_API_KEY"]
+    code, _, err = await run_cli("chat", "--agent", AGENT, "hello", env=env, cwd=tmp_path)
+    assert code == 2 and "AGENT_API_KEY: not set" in err and len(err.strip().splitlines()) == 1
+
+
 async def test_settings_come_from_a_dotenv_file(tmp_path, mock_agent_url):
     (tmp_path / ".env").write_text(f"AGENT_API_URL={mock_agent_url}\nAGENT_DEFAULT_ID={AGENT}\n")
     code, out, err = await run_cli("chat", "--json", "hello", env=base_env(tmp_path), cwd=tmp_path)
