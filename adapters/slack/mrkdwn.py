@@ -40,7 +40,7 @@ def _inline(text: str, stash: list[str]) -> str:
     text = _INLINE_CODE.sub(lambda m: keep(f"`{escape(m.group(2))}`"), text)
 
     def link(m: re.Match[str]) -> str:
-        label, url = m.group(1).strip(), m.group(2).replace("|", "%7C").replace(">", "%3E")
+        label, url = m.group(1).strip(), m.group(2).replace("|", "%7C").replace("<", "%3C").replace(">", "%3E")
         if not label or label == url:
             return keep(f"<{url}>")
         return keep(f"<{url}|{_emphasis(escape(label)).replace(_BOLD_MARK, '*')}>")
