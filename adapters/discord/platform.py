@@ -1,0 +1,66 @@
+"""`agent-bridge run` for Discord: log in, hold the gateway, serve until asked to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import discord
+
+from adapters.discord.bot import DiscordBridge
+from adapters.discord.connection import make_client
+from adapters.discord.rest import DiscordRest
+from adapters.discord.settings import DiscordSettings
+from bridge.app import Bridge
+from bridge.config import ConfigError
+
+log = logging.getLogger("adapters.discord")
+
+
+class DiscordPlatform:
+    """The `bridge.platforms.Platform` for Discord."""
+
+    name = "discord"
+
+    def __init__(self, settings: DiscordSettings, *, guild_ready_timeout: float = 2.0) -> None:
+        self.settings = settings
+        self.guild_ready_timeout = guild_ready_timeout
+        """How long discord.py waits for further GUILD_CREATEs before it calls itself ready."""
+        self.connected = asyncio.Event()
+        """Set once the gateway session is ready (tests and health checks wait on it)."""
+        self.bot: DiscordBridge | None = None
+
+    def secrets(self) -> list[str]:
+        return self.settings.secrets()
+
+    async def run(self, bridge: Bridge, stop: asyncio.Event) -> None:
+        client = make_client(self.settings, guild_ready_timeout=self.guild_ready_timeout)
+        async with DiscordRest(self.settings.api_url, self.settings.token) as rest:
+            self.bot = bot = DiscordBridge(client, bridge, self.settings, rest)
+
+            async def on_ready() -> None:
+                log.info("connected to Discord as %s (%s)", client.user, client.user.id if client.user else "?")
+                self.connected.set()
+
+            client.event(on_ready)
+            try:
+                await client.login(self.settings.token)
+            except discord.LoginFailure:
+                await client.close()
+                raise ConfigError("DISCORD_BOT_TOKEN: Discord refused this token; reset it on the Bot page and update the variable") from None
+            gateway = asyncio.create_task(client.connect(reconnect=True), name="discord gateway")
+            stopping = asyncio.create_task(stop.wait(), name="discord stop")
+            try:
+                await asyncio.wait({gateway, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                await bot.shutdown()
+                await client.close()
+                if not gateway.done():
+                    gateway.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await gateway
+                self.connected.clear()
+            if not gateway.cancelled() and gateway.exception() is not None:
+                raise gateway.exception()  # type: ignore[misc]

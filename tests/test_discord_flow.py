@@ -1,0 +1,235 @@
+"""The Discord adapter end to end: discord.py against a local fake Discord (REST + gateway),
+the real mock agent over SSE and a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from adapters.discord.platform import DiscordPlatform
+from adapters.discord.settings import load_discord_settings
+from bridge.events import TextDelta
+from bridge.keys import ThreadKey
+from tests.discord_fake import (
+    ADMIN_PERMISSIONS,
+    BOT_TOKEN,
+    CHANNEL_ID,
+    GUILD_ID,
+    FakeDiscord,
+    running_fake_discord,
+)
+
+
+@contextlib.asynccontextmanager
+async def serving(fake: FakeDiscord, bridge, **overrides: Any) -> AsyncIterator[DiscordPlatform]:
+    settings = load_discord_settings(discord_bot_token=BOT_TOKEN, discord_api_url=fake.api_url, **overrides)
+    platform = DiscordPlatform(settings, guild_ready_timeout=0.05)
+    fake.platform = platform  # type: ignore[attr-defined]
+    stop = asyncio.Event()
+    task = asyncio.create_task(platform.run(bridge, stop))
+    ready = asyncio.create_task(platform.connected.wait())
+    await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()
+    assert platform.connected.is_set(), "the client never became ready"
+    try:
+        yield platform
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with running_fake_discord() as running:
+        yield running
+
+
+def prompt(text: str) -> list[dict[str, Any]]:
+    return [{"name": "prompt", "type": 3, "value": text}]
+
+
+def final(message: dict[str, Any] | None) -> bool:
+    """A reply message in its final state: real text or embeds, and no Stop button."""
+    return bool(message) and not message["components"] and message["content"] != "" and not message["flags"] & 128
+
+
+async def replies(bridge, channel: str = CHANNEL_ID):
+    return await bridge.store.recent_replies(ThreadKey("discord", GUILD_ID, channel, ""), whole_channel=True)
+
+
+async def settled(fake: FakeDiscord, platform: DiscordPlatform | None = None) -> None:
+    """Wait until every reply task has finished (persisted), not just until the text is visible."""
+    platform = platform or fake.platform
+    for _ in range(500):
+        if platform.bot is not None and platform.bot.in_flight == 0:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("replies still in flight")
+
+
+async def upstream_text(bridge, message: str) -> str:
+    agent_id = bridge.settings.agent_default_id
+    return "".join([e.text async for e in bridge.agent.stream(agent_id, message) if isinstance(e, TextDelta)])
+
+
+async def ask_and_wait(fake: FakeDiscord, text: str, **kwargs: Any) -> dict[str, Any]:
+    interaction = await fake.send_slash("ask", prompt(text), **kwargs)
+    await fake.wait_for(lambda: interaction.original)
+    return await fake.wait_for(lambda: final(fake.messages.get(interaction.original)) and fake.messages[interaction.original])
+
+
+async def test_ask_defers_then_streams_into_the_response(fake, bridge):
+    async with serving(fake, bridge):
+        interaction = await fake.send_slash("ask", prompt("hello there"))
+        message = await fake.wait_for(lambda: final(fake.messages.get(interaction.original or "")) and fake.messages[interaction.original])
+        await settled(fake)
+    assert interaction.responded == 5  # deferred ("thinking")
+    expected = await upstream_text(bridge, "hello there")
+    assert message["content"] == expected
+    assert fake.count("PATCH", "/webhooks/") >= 1
+    assert fake.count("POST", "/channels/") == 0  # everything went through the interaction
+    # While streaming, the message carried the Stop button.
+    assert any(state["components"] for state in message["history"] if state["content"])
+    assert [r.status for r in await replies(bridge)] == ["done"]
+
+
+async def test_a_reply_over_2000_characters_continues_in_follow_ups(fake, bridge):
+    async with serving(fake, bridge):
+        interaction = await fake.send_slash("ask", prompt("tell me something long"))
+        await fake.wait_for(lambda: interaction.original)
+        await settled(fake)
+    ours = [m for m in fake.in_channel(CHANNEL_ID) if m.get("interaction_token") == interaction.token]
+    assert ours[0]["id"] == interaction.original and len(ours) >= 3
+    assert all(len(m["content"]) <= 2000 for m in ours)
+    assert all(not m["components"] for m in ours)  # no Stop button left anywhere
+    assert fake.count("POST", "/webhooks/{app}/{token}") == len(ours) - 1  # follow-ups
+    joined = "".join(m["content"] for m in ours)
+    for number in range(1, 12):
+        assert f"Part {number}." in joined
+    for message in ours:  # every message renders its code fences balanced
+        assert message["content"].count("```") % 2 == 0
+    (record,) = await replies(bridge)
+    assert record.status == "done" and list(record.message_ids) == [m["id"] for m in ours]
+
+
+async def test_tool_calls_and_sources_become_embeds(fake, bridge):
+    async with serving(fake, bridge):
+        message = await ask_and_wait(fake, "use a tool and cite sources")
+        await settled(fake)
+    embeds = {e.get("title"): e for e in message["embeds"]}
+    tool = embeds["🔧 get_order"]
+    assert "**Input**" in tool["description"] and "ORD-1234" in tool["description"]
+    assert "FedEx" in tool["description"] and tool["footer"]["text"] == "done"
+    sources = embeds["Sources"]["description"]
+    assert "[Shipping policy](https://example.com/shipping)" in sources
+    assert "[Returns and refunds](https://example.com/returns)" in sources
+    assert "Order ORD-1234 has shipped" in message["content"]
+
+
+async def test_an_agent_error_is_a_red_embed_and_keeps_the_text(fake, bridge):
+    async with serving(fake, bridge):
+        message = await ask_and_wait(fake, "please error out")
+        await settled(fake)
+    (embed,) = message["embeds"]
+    assert embed["color"] == 0xED4245 and embed["title"] == "Something went wrong"
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields["Error code"].strip("`") and fields["Trace id"].strip("`")
+    assert message["content"].startswith("You said")  # the text before the error stays
+    (record,) = await replies(bridge)
+    assert record.status == "failed" and record.error_code and record.trace_id == fields["Trace id"].strip("`")
+
+
+async def test_admin_binds_a_channel_and_a_member_is_refused(fake, bridge, agent_ids):
+    agent, other = agent_ids
+    async with serving(fake, bridge):
+        refused = await fake.send_slash(
+            "agent", [{"name": "bind", "type": 1, "options": [{"name": "agent_id", "type": 3, "value": other}]}]
+        )
+        answer = await fake.wait_for(lambda: final(fake.messages.get(refused.original or "")) and fake.messages[refused.original])
+        assert refused.ephemeral and "only" in answer["content"].lower()
+        assert await bridge.store.get_binding("discord", GUILD_ID, CHANNEL_ID) is None
+
+        allowed = await fake.send_slash(
+            "agent",
+            [{"name": "bind", "type": 1, "options": [
+                {"name": "agent_id", "type": 3, "value": other}, {"name": "new_thread", "type": 5, "value": True}]}],
+            permissions=ADMIN_PERMISSIONS,
+        )
+        answer = await fake.wait_for(lambda: final(fake.messages.get(allowed.original or "")) and fake.messages[allowed.original])
+        assert allowed.ephemeral and other in answer["content"]
+        binding = await bridge.store.get_binding("discord", GUILD_ID, CHANNEL_ID)
+        assert binding.agent_id == other and binding.options == {"new_thread": True}
+
+        bad = await fake.send_slash(
+            "agent", [{"name": "bind", "type": 1, "options": [{"name": "agent_id", "type": 3, "value": "not an id"}]}],
+            permissions=ADMIN_PERMISSIONS,
+        )
+        answer = await fake.wait_for(lambda: final(fake.messages.get(bad.original or "")) and fake.messages[bad.original])
+        assert "not a valid agent id" in answer["content"]
+    audit = await bridge.store.recent_audit(platform="discord")
+    assert {"refused.bind", "binding.set"} <= {entry.action for entry in audit}
+
+
+async def test_mention_opens_a_thread_and_the_thread_continues_without_mention(fake, bridge, agent_ids):
+    agent, _ = agent_ids
+    await bridge.store.bind("discord", GUILD_ID, CHANNEL_ID, agent, "admin", options={"new_thread": True})
+    async with serving(fake, bridge):
+        question = await fake.send_message("What is the shipping policy?", mention_bot=True)
+        thread_id = question["id"]
+        first = await fake.wait_for(lambda: [m for m in fake.posted(thread_id) if final(m)])
+        assert fake.channels[thread_id]["name"] == "What is the shipping policy?"
+        assert "message #1" in first[0]["content"]
+        await settled(fake)
+        conversation = await bridge.store.get_conversation(ThreadKey("discord", GUILD_ID, CHANNEL_ID, thread_id))
+        assert conversation.conversation_id
+
+        await fake.send_message("And what about returns?", channel_id=thread_id)  # no mention
+        second = await fake.wait_for(lambda: [m for m in fake.posted(thread_id) if final(m) and m is not first[0]])
+        assert "message #2" in second[0]["content"]
+        assert "What is the shipping policy?" in second[0]["content"]  # the agent remembers the thread
+        await settled(fake)
+        again = await bridge.store.get_conversation(ThreadKey("discord", GUILD_ID, CHANNEL_ID, thread_id))
+        assert again.conversation_id == conversation.conversation_id
+
+        await fake.send_message("just chatting, not for the bot")  # top-level, no mention
+        await fake.send_message("ping", mention_bot=True)  # a mention that is answered, for ordering
+        await fake.wait_for(lambda: len(fake.channels) == 4)  # its own new thread
+        await settled(fake)
+    assert not fake.posted(CHANNEL_ID)
+
+
+async def test_mention_without_thread_option_replies_in_the_channel(fake, bridge):
+    async with serving(fake, bridge):
+        question = await fake.send_message("hello bot", mention_bot=True)
+        (reply,) = await fake.wait_for(lambda: [m for m in fake.posted(CHANNEL_ID) if final(m)])
+        await settled(fake)
+    assert reply["message_reference"]["message_id"] == question["id"]
+    assert reply["content"].startswith("You said: “hello bot”")  # the mention itself is not part of the question
+
+
+async def test_dms_are_answered_and_other_bots_only_when_allowed(fake, bridge, agent_ids):
+    from tests.discord_fake import _user
+
+    async with serving(fake, bridge):
+        person = _user("555", "dm-person")
+        dm = fake.dm_channel(person)
+        await fake.send_message("hi in private", channel_id=dm, author=person, guild_id=None)
+        await fake.wait_for(lambda: [m for m in fake.posted(dm) if final(m)])
+
+        robot = _user("666", "other-bot", bot=True)
+        await fake.send_message("robot asks", mention_bot=True, author=robot)
+        await fake.send_message("hello from me", mention_bot=True, author=_user("111", "agent-bridge", bot=True))
+        await asyncio.sleep(0.5)
+        await settled(fake)
+        assert not fake.posted(CHANNEL_ID)
+
+        await bridge.store.bind("discord", GUILD_ID, CHANNEL_ID, agent_ids[0], "admin", options={"allow_bots": True})
+        await fake.send_message("robot asks again", mention_bot=True, author=robot)
+        await fake.wait_for(lambda: [m for m in fake.posted(CHANNEL_ID) if final(m)])
+        await settled(fake)
