@@ -32,6 +32,8 @@ log = logging.getLogger("bridge.relay")
 STOPPED_NOTICE = "Stopped."
 INTERRUPTED_NOTICE = "This answer was interrupted before it finished. Send your message again to get a full answer."
 NEW_CONVERSATION_NOTICE = "The earlier conversation had expired upstream, so this answer starts a new one."
+FINAL_FLUSH_TIMEOUT = 5.0
+"""Seconds a cancelled reply may take to show that it was interrupted."""
 DEFAULT_BIND_HINT = "agent-bridge bind --platform {platform} --workspace {workspace} --channel {channel} AGENT_ID"
 
 
@@ -223,9 +225,8 @@ class Relay:
         except asyncio.CancelledError:
             if stream_task is not None:
                 stream_task.cancel()
-            await writer.cancel()
             state.finish(ReplyStatus.INTERRUPTED, INTERRUPTED_NOTICE)
-            await asyncio.shield(self._persist(reply_id, state, thread, saving))
+            await asyncio.shield(self._interrupted(writer, reply_id, state, thread, saving))
             raise
         finally:
             self._streams.pop(reply_id, None)
@@ -283,6 +284,23 @@ class Relay:
                     yield retry_event
                 return
             yield event
+
+    async def _interrupted(
+        self,
+        writer: ReplyWriter,
+        reply_id: int,
+        state: ReplyState,
+        thread: ThreadKey,
+        saving: asyncio.Task[None] | None,
+    ) -> None:
+        """We are being cancelled (shutdown): show "interrupted" instead of a working indicator, briefly."""
+        writer.notify()
+        try:
+            await asyncio.wait_for(writer.finish(), FINAL_FLUSH_TIMEOUT)
+        except Exception as exc:  # a timeout or a platform error: nothing may stop the persist below
+            log.warning("could not show the interruption of reply %s in %s: %r", reply_id, thread, exc)
+            await writer.cancel()
+        await self._persist(reply_id, state, thread, saving)
 
     async def _persist(
         self, reply_id: int, state: ReplyState, thread: ThreadKey, saving: asyncio.Task[None] | None

@@ -8,7 +8,7 @@ import pytest
 
 from bridge.events import TextDelta
 from bridge.keys import ThreadKey
-from bridge.relay import NEW_CONVERSATION_NOTICE, STOPPED_NOTICE, Inbound
+from bridge.relay import INTERRUPTED_NOTICE, NEW_CONVERSATION_NOTICE, STOPPED_NOTICE, Inbound
 from bridge.reply import ReplyStatus, ToolStatus
 from bridge.surface import Rate, RateLimited, Scope, SurfaceError
 from tests.recording import Enforcer, RecordingSurface, StreamingSurface
@@ -202,6 +202,9 @@ async def test_cancelled_handler_marks_the_reply_interrupted(bridge):
         await task
     (record,) = await bridge.store.recent_replies(thread(), 5)
     assert record.status == "interrupted"
+    final = surface.messages[record.message_ids[-1]]
+    assert final.reply.status is ReplyStatus.INTERRUPTED and not final.working
+    assert final.reply.notice == INTERRUPTED_NOTICE
 
 
 async def test_vanished_conversation_starts_a_new_one_and_says_so(bridge):
