@@ -14,7 +14,9 @@ HTTP 429 with `Retry-After` when a call exceeds them:
 many concurrent replies stays short; the adapter must then be run with the same
 SLACK_RATE_SCALE. Every call is recorded in `calls`, 429s included.
 
-It also signs event payloads as Slack does (`signed_headers`) and serves `response_url`s.
+It also signs event payloads as Slack does (`signed_headers`), serves `response_url`s, and
+plays Slack's side of Socket Mode (`apps.connections.open`, then a WebSocket that says
+hello, sends envelopes and records their acks).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 BOT_TOKEN = "xoxb-1111-2222-fakefakefakefake"
+APP_TOKEN = "xapp-1-A0001-3333-fakeappfakeapp"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 TEAM = "T0001"
 BOT_USER = "UBOT0001"
@@ -114,6 +117,8 @@ class FakeSlack:
         self._ts = itertools.count(1)
         self.url = ""
         self.changed = asyncio.Event()
+        self.sockets: list[web.WebSocketResponse] = []
+        self.acks: list[str] = []
 
     # -- helpers for tests --------------------------------------------------------------
 
@@ -154,12 +159,39 @@ class FakeSlack:
     def response_url(self) -> str:
         return f"{self.url}/respond/{next(self._ts)}"
 
+    async def send_envelope(self, kind: str, payload: dict[str, Any], envelope_id: str, *, retry_attempt: int = 0) -> None:
+        """Deliver one Socket Mode envelope on the open connection."""
+        socket = await self.wait_for(lambda: next((s for s in self.sockets if not s.closed), None))
+        await socket.send_json(
+            {
+                "envelope_id": envelope_id,
+                "type": kind,
+                "payload": payload,
+                "accepts_response_payload": kind != "events_api",
+                "retry_attempt": retry_attempt,
+                "retry_reason": "timeout" if retry_attempt else "",
+            }
+        )
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse(autoping=True)
+        await socket.prepare(request)
+        self.sockets.append(socket)
+        await socket.send_json({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0001"}})
+        async for message in socket:
+            data = json.loads(message.data)
+            if "envelope_id" in data:
+                self.acks.append(data["envelope_id"])
+                self.changed.set()
+        return socket
+
     # -- the server ---------------------------------------------------------------------
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle)
         app.router.add_post("/respond/{id}", self._respond)
+        app.router.add_get("/socket", self._socket)
         return app
 
     async def _respond(self, request: web.Request) -> web.Response:
@@ -182,6 +214,10 @@ class FakeSlack:
         return web.json_response(body, status=status, headers=headers)
 
     def _dispatch(self, request: web.Request, method: str, args: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if method == "apps.connections.open":
+            if request.headers.get("Authorization") != f"Bearer {APP_TOKEN}":
+                return 200, {"ok": False, "error": "invalid_auth"}, {}
+            return 200, {"ok": True, "url": self.url.replace("http://", "ws://") + "/socket"}, {}
         if request.headers.get("Authorization") != f"Bearer {BOT_TOKEN}":
             return 200, {"ok": False, "error": "invalid_auth"}, {}
         if self.throttle_next.get(method):
@@ -331,4 +367,6 @@ async def running_fake_slack(**options: Any) -> AsyncIterator[FakeSlack]:
         fake.url = f"http://{host}:{port}"
         yield fake
     finally:
+        for socket in fake.sockets:
+            await socket.close()
         await runner.cleanup()
