@@ -11,6 +11,8 @@ from enum import StrEnum
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bridge.limits import RateSpec
+
 
 class Dialect(StrEnum):
     SENTIENTONE = "sentientone"
@@ -37,6 +39,24 @@ class Settings(BaseSettings):
 
     bridge_database_url: str = "sqlite+aiosqlite:///./agent-bridge.db"
     bridge_log_level: str = "INFO"
+    bridge_max_message_chars: int = Field(default=8000, ge=1)
+    bridge_user_rate_limit: str = "20/60"
+    bridge_channel_rate_limit: str = "120/60"
+    bridge_shutdown_grace: float = Field(default=30.0, ge=0)
+
+    @field_validator("bridge_user_rate_limit", "bridge_channel_rate_limit")
+    @classmethod
+    def _rate_spec(cls, value: str) -> str:
+        RateSpec.parse(value)  # raises ValueError with the expected form
+        return value
+
+    @property
+    def user_rate_limit(self) -> RateSpec | None:
+        return RateSpec.parse(self.bridge_user_rate_limit)
+
+    @property
+    def channel_rate_limit(self) -> RateSpec | None:
+        return RateSpec.parse(self.bridge_channel_rate_limit)
 
     @field_validator("agent_default_id", "agent_api_key", mode="before")
     @classmethod

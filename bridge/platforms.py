@@ -27,27 +27,38 @@ class Platform(Protocol):
         """Connect and serve until `stop` is set, then disconnect cleanly and return."""
 
 
-async def run_platforms(bridge: Bridge, platforms: Sequence[Platform], stop: asyncio.Event | None = None) -> None:
-    """Run every platform until SIGTERM/SIGINT (or `stop`); if one fails, stop the others."""
-    stop = stop or asyncio.Event()
+async def run_platforms(
+    bridge: Bridge, platforms: Sequence[Platform], shutdown: asyncio.Event | None = None
+) -> None:
+    """Run every platform until SIGTERM/SIGINT (or `shutdown`), then shut down gracefully.
+
+    Graceful means: the relay takes no new messages and lets in-flight replies finish within
+    BRIDGE_SHUTDOWN_GRACE, interrupting (and saying so in) the rest — while the platforms are
+    still connected to show it; only then are the platforms told to stop. If one platform fails,
+    the others are shut down the same way and its error is raised.
+    """
+    shutdown = shutdown or asyncio.Event()
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, shutdown.set)
         except (NotImplementedError, RuntimeError):  # not the main thread, or not supported
             pass
     tasks = [asyncio.create_task(p.run(bridge, stop), name=f"platform {p.name}") for p in platforms]
     log.info("running platforms: %s", ", ".join(p.name for p in platforms))
-    stopping = asyncio.create_task(stop.wait())
+    waiting = asyncio.create_task(shutdown.wait())
     try:
-        await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([*tasks, waiting], return_when=asyncio.FIRST_COMPLETED)
+        log.info("shutting down: finishing %d replies in flight", bridge.relay.in_flight)
+        await bridge.relay.drain()
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         for task in tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
+            if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
     finally:
-        stopping.cancel()
+        waiting.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.remove_signal_handler(sig)

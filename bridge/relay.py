@@ -22,6 +22,7 @@ from bridge.config import Settings
 from bridge.events import AgentEvent, ConversationStarted, Failed
 from bridge.failures import AgentFailure, FailureCode
 from bridge.keys import MessageRef, ThreadKey
+from bridge.limits import MessageLimiter
 from bridge.reply import MessagePart, Reply, ReplyState, ReplyStatus
 from bridge.scheduler import ReplyWriter
 from bridge.split import StableSplitter
@@ -32,6 +33,7 @@ log = logging.getLogger("bridge.relay")
 STOPPED_NOTICE = "Stopped."
 INTERRUPTED_NOTICE = "This answer was interrupted before it finished. Send your message again to get a full answer."
 NEW_CONVERSATION_NOTICE = "The earlier conversation had expired upstream, so this answer starts a new one."
+RESTARTING_TEXT = "I'm restarting right now and can't take new questions; please send your message again in a minute."
 FINAL_FLUSH_TIMEOUT = 5.0
 """Seconds a cancelled reply may take to show that it was interrupted."""
 DEFAULT_BIND_HINT = "agent-bridge bind --platform {platform} --workspace {workspace} --channel {channel} AGENT_ID"
@@ -106,8 +108,16 @@ class Relay:
         self.budgets = budgets or Budgets()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.lanes = ThreadLanes()
+        self.accepting = True
+        self._interrupting = False
         self._streams: dict[int, asyncio.Task[None]] = {}
         self._by_thread: dict[ThreadKey, int] = {}
+        self._answering = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        user_spec, channel_spec = settings.user_rate_limit, settings.channel_rate_limit
+        self._user_limit = MessageLimiter(user_spec) if user_spec else None
+        self._channel_limit = MessageLimiter(channel_spec) if channel_spec else None
 
     # -- public ------------------------------------------------------------------------
 
@@ -116,12 +126,66 @@ class Relay:
         if inbound.event_id and not await self.store.claim_event(thread.platform, inbound.event_id):
             log.info("duplicate delivery %s in %s ignored", inbound.event_id, thread)
             return ReplyOutcome(reply=None, duplicate=True)
-        if not inbound.text.strip():
-            return await self.say(
-                surface, thread, "It looks like your message was empty. What would you like to ask?"
-            )
+        refusal = self._refusal(inbound)
+        if refusal is not None:
+            return await self.say(surface, thread, refusal)
         async with self.lanes.hold(thread):
-            return await self._answer(inbound, surface)
+            if not self.accepting:  # shutdown began while this message waited for its turn
+                return await self.say(surface, thread, RESTARTING_TEXT)
+            self._answering += 1
+            self._idle.clear()
+            try:
+                return await self._answer(inbound, surface)
+            finally:
+                self._answering -= 1
+                if self._answering == 0:
+                    self._idle.set()
+
+    def _refusal(self, inbound: Inbound) -> str | None:
+        """Why this message gets a bridge answer instead of an agent call, if it does."""
+        if not self.accepting:
+            return RESTARTING_TEXT
+        text = inbound.text.strip()
+        if not text:
+            return "It looks like your message was empty. What would you like to ask?"
+        limit = self.settings.bridge_max_message_chars
+        if len(text) > limit:
+            return (
+                f"Your message is {len(text):,} characters long; I can take at most {limit:,}. "
+                "Please shorten it or split it into several messages."
+            )
+        thread = inbound.thread
+        for limiter, key, who in (
+            (self._user_limit, (thread.platform, thread.workspace, inbound.user), "You are"),
+            (self._channel_limit, (thread.platform, thread.workspace, thread.channel), "This channel is"),
+        ):
+            if limiter is None:
+                continue
+            wait = limiter.try_take(key)
+            if wait:
+                return (
+                    f"{who} sending messages faster than the agent budget allows "
+                    f"({limiter.spec.describe()}). Please try again in about {max(1, round(wait))} seconds."
+                )
+        return None
+
+    async def drain(self, grace: float | None = None) -> None:
+        """Shutdown: take no new messages, let replies finish for `grace` seconds, then interrupt the rest."""
+        self.accepting = False
+        grace = self.settings.bridge_shutdown_grace if grace is None else grace
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+            return
+        except TimeoutError:
+            pass
+        log.info("shutdown grace of %.0fs over: interrupting %d replies", grace, len(self._streams))
+        self._interrupting = True
+        for task in list(self._streams.values()):
+            task.cancel()
+        try:
+            await asyncio.wait_for(self._idle.wait(), FINAL_FLUSH_TIMEOUT + 1)
+        except TimeoutError:
+            log.warning("%d replies did not finish after being interrupted", self._answering)
 
     def stop(self, reply_id: int) -> bool:
         """Cancel a streaming reply (a user pressed Stop). True when one was running."""
@@ -137,7 +201,8 @@ class Relay:
 
     @property
     def in_flight(self) -> int:
-        return len(self._streams)
+        """Replies being answered right now (streaming or finishing)."""
+        return self._answering
 
     async def say(self, surface: Surface, thread: ThreadKey, text: str) -> ReplyOutcome:
         """Post a one-off message from the bridge itself (not the agent)."""
@@ -217,7 +282,10 @@ class Relay:
                 log.exception("reply %s in %s failed inside the bridge", reply_id, thread)
                 state.apply(Failed(AgentFailure.of(FailureCode.INTERNAL, trace_id=state.trace_id)))
             if stream_task.cancelled() and not state.status.finished:
-                state.finish(ReplyStatus.STOPPED, STOPPED_NOTICE)
+                if self._interrupting:
+                    state.finish(ReplyStatus.INTERRUPTED, INTERRUPTED_NOTICE)
+                else:
+                    state.finish(ReplyStatus.STOPPED, STOPPED_NOTICE)
             elif not state.status.finished:  # the client promises a last event; never leave it hanging
                 state.apply(Failed(AgentFailure.of(FailureCode.CONNECTION_DROPPED, trace_id=state.trace_id)))
             writer.notify()

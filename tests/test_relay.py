@@ -249,3 +249,50 @@ async def test_expired_message_continues_in_a_new_one(bridge):
     assert surface.messages[current.id].text == outcome.reply.text
     record = await bridge.store.get_reply(outcome.reply_id)
     assert record.message_ids == (first, current.id)
+
+
+async def test_too_long_message_is_refused_with_the_numbers(bridge_factory):
+    async with bridge_factory(bridge_max_message_chars=50) as bridge:
+        surface = RecordingSurface()
+        outcome = await bridge.relay.handle(Inbound(thread(), "U1", "x" * 51, None), surface)
+        assert outcome.reply_id is None
+        text = surface.messages[outcome.messages[0].id].text
+        assert "51 characters" in text and "at most 50" in text
+
+
+async def test_user_and_channel_limits_answer_friendly(bridge_factory):
+    async with bridge_factory(bridge_user_rate_limit="2/60", bridge_channel_rate_limit="3/60") as bridge:
+        surface = RecordingSurface()
+        replies = [await bridge.relay.handle(Inbound(thread(f"u{i}"), "U1", "hi", None), surface) for i in range(3)]
+        assert [r.reply_id is not None for r in replies] == [True, True, False]
+        refusal = surface.messages[replies[2].messages[0].id].text
+        assert "You are sending messages faster" in refusal and "2 per minute" in refusal
+        other_user = await bridge.relay.handle(Inbound(thread("u9"), "U2", "hi", None), surface)
+        assert other_user.reply_id is not None  # a third message in the channel, by someone else
+        channel_full = await bridge.relay.handle(Inbound(thread("u10"), "U3", "hi", None), surface)
+        assert "This channel is sending" in surface.messages[channel_full.messages[0].id].text
+
+
+async def test_drain_lets_replies_finish_within_the_grace(bridge):
+    surface = RecordingSurface()
+    task = asyncio.create_task(bridge.relay.handle(Inbound(thread(), "U1", "hello", None), surface))
+    while not surface.ops("post"):
+        await asyncio.sleep(0.01)
+    await bridge.relay.drain(grace=10)
+    assert (await task).ok
+    late = await bridge.relay.handle(Inbound(thread("t2"), "U1", "hello", None), surface)
+    assert late.reply_id is None and "restarting" in surface.messages[late.messages[0].id].text
+
+
+async def test_drain_past_the_grace_interrupts_and_says_so(bridge):
+    surface = RecordingSurface()
+    task = asyncio.create_task(bridge.relay.handle(Inbound(thread(), "U1", "a very slow story", None), surface))
+    while not surface.ops("post"):
+        await asyncio.sleep(0.01)
+    await bridge.relay.drain(grace=0.2)
+    outcome = await task
+    assert outcome.reply.status is ReplyStatus.INTERRUPTED
+    final = surface.messages[outcome.messages[-1].id]
+    assert final.reply.notice == INTERRUPTED_NOTICE and not final.working
+    assert (await bridge.store.get_reply(outcome.reply_id)).status == "interrupted"
+    assert bridge.relay.in_flight == 0
