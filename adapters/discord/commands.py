@@ -34,7 +34,8 @@ def build_tree(client: discord.Client, handler: CommandHandler) -> app_commands.
     agent = app_commands.Group(
         name="agent",
         description="Bind this channel to an agent (needs Manage Channels)",
-        guild_only=True,
+        guild_only=True,  # the older `dm_permission: false`
+        allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=False, private_channel=False),
         default_permissions=MANAGE_CHANNELS,
     )
 
