@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import getpass
 import json
 import sys
@@ -19,7 +18,7 @@ from rich.console import Console
 
 from bridge.config import ConfigError, Dialect, Settings, load_settings
 from bridge.keys import ThreadKey
-from bridge.reply import Reply, ReplyStatus
+from bridge.reply import Reply, ReplyStatus, reply_to_json
 
 T = TypeVar("T")
 
@@ -78,34 +77,7 @@ def _run(make: Callable[[], Awaitable[T]]) -> T:
 
 def reply_json(reply: Reply | None, **extra: Any) -> dict[str, Any]:
     """The final reply as one JSON-able object (also for failures, with `error` set)."""
-    if reply is None:
-        reply = Reply(status=ReplyStatus.FAILED)
-    error = None
-    if reply.error is not None:
-        error = {
-            "code": reply.error.display_code,
-            "kind": reply.error.code.value,
-            "message": reply.error.user_message,
-            "hint": reply.error.admin_hint,
-            "detail": reply.error.detail,
-            "http_status": reply.error.http_status,
-            "trace_id": reply.error.trace_id,
-        }
-    return {
-        "status": reply.status.value,
-        "text": reply.text,
-        "tool_calls": [
-            {"name": c.name, "input": c.input, "output": c.output, "status": c.status.value}
-            for c in reply.tool_calls
-        ],
-        "sources": [dataclasses.asdict(s) for s in reply.sources],
-        "error": error,
-        "notice": reply.notice,
-        "conversation_id": reply.conversation_id,
-        "trace_id": reply.trace_id,
-        "usage": dataclasses.asdict(reply.usage) if reply.usage else None,
-        **extra,
-    }
+    return {**reply_to_json(reply or Reply(status=ReplyStatus.FAILED)), **extra}
 
 
 async def _exchange(bridge: Any, surface: Any, thread: ThreadKey, message: str) -> Any:

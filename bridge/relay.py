@@ -23,7 +23,7 @@ from bridge.events import AgentEvent, ConversationStarted, Failed
 from bridge.failures import AgentFailure, FailureCode
 from bridge.keys import MessageRef, ThreadKey
 from bridge.limits import MessageLimiter
-from bridge.reply import MessagePart, Reply, ReplyState, ReplyStatus
+from bridge.reply import MessagePart, Reply, ReplyState, ReplyStatus, reply_from_json, reply_to_json
 from bridge.scheduler import ReplyWriter
 from bridge.split import StableSplitter
 from bridge.surface import Surface, SurfaceError
@@ -34,6 +34,8 @@ STOPPED_NOTICE = "Stopped."
 INTERRUPTED_NOTICE = "This answer was interrupted before it finished. Send your message again to get a full answer."
 NEW_CONVERSATION_NOTICE = "The earlier conversation had expired upstream, so this answer starts a new one."
 RESTARTING_TEXT = "I'm restarting right now and can't take new questions; please send your message again in a minute."
+CHECKPOINT_INTERVAL = 2.0
+"""Seconds between saves of a streaming reply's state, which a restart uses to finalize it."""
 FINAL_FLUSH_TIMEOUT = 5.0
 """Seconds a cancelled reply may take to show that it was interrupted."""
 DEFAULT_BIND_HINT = "agent-bridge bind --platform {platform} --workspace {workspace} --channel {channel} AGENT_ID"
@@ -101,12 +103,14 @@ class Relay:
         *,
         budgets: Budgets | None = None,
         owner: str | None = None,
+        checkpoint_interval: float = CHECKPOINT_INTERVAL,
     ) -> None:
         self.store = store
         self.agent = agent
         self.settings = settings
         self.budgets = budgets or Budgets()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.checkpoint_interval = checkpoint_interval
         self.lanes = ThreadLanes()
         self.accepting = True
         self._interrupting = False
@@ -265,6 +269,7 @@ class Relay:
             on_posted=on_posted,
             on_gone=on_gone,
         )
+        checkpoints = asyncio.create_task(self._checkpoints(reply_id, state))
         try:
             await writer.start()
             stream_task = asyncio.create_task(
@@ -297,6 +302,7 @@ class Relay:
             await asyncio.shield(self._interrupted(writer, reply_id, state, thread, saving))
             raise
         finally:
+            checkpoints.cancel()
             self._streams.pop(reply_id, None)
             if self._by_thread.get(thread) == reply_id:
                 del self._by_thread[thread]
@@ -307,6 +313,51 @@ class Relay:
             reply_id=reply_id,
             agent_id=agent_id,
         )
+
+    async def _checkpoints(self, reply_id: int, state: ReplyState) -> None:
+        """Save the reply's state now and then, so a restart after a crash can show what was said."""
+        saved = -1
+        while True:
+            await asyncio.sleep(self.checkpoint_interval)
+            if state.version == saved:
+                continue
+            saved = state.version
+            try:
+                await self.store.update_reply(reply_id, checkpoint=reply_to_json(state.snapshot()))
+            except Exception as exc:  # a missed checkpoint only makes recovery show less
+                log.warning("could not checkpoint reply %s: %s", reply_id, exc)
+
+    async def recover(self, surface: Surface) -> int:
+        """Finalize this platform's replies that a crashed process left streaming.
+
+        Each gets its last checkpointed text, tools and sources back, marked interrupted with
+        a line on how to ask again; a reply that never showed a message gets one. Returns how
+        many replies were finalized.
+        """
+        finalized = 0
+        for record in await self.store.unfinished_replies():
+            if record.key.platform != surface.platform or record.owner == self.owner:
+                continue
+            reply = reply_from_json(record.checkpoint) if record.checkpoint else Reply()
+            state = ReplyState.from_reply(reply)
+            state.finish(ReplyStatus.INTERRUPTED, INTERRUPTED_NOTICE)
+            writer = ReplyWriter(
+                surface, record.key, state, self.budgets, StableSplitter(surface.limits.max_text).split
+            )
+            await writer.resume([MessageRef(record.key, message_id) for message_id in record.message_ids])
+            try:
+                await asyncio.wait_for(writer.finish(), FINAL_FLUSH_TIMEOUT * 2)
+            except TimeoutError:
+                await writer.cancel()
+                log.warning("reply %s in %s: could not show that it was interrupted", record.id, record.key)
+            known = set(record.message_ids)
+            for message in writer.messages:
+                if message.id not in known:
+                    await self.store.add_reply_message(record.id, message.id)
+            await self.store.finish_reply(record.id, ReplyStatus.INTERRUPTED.value)
+            finalized += 1
+            log.info("reply %s in %s was left streaming by a crash; finalized as interrupted", record.id, record.key)
+        return finalized
 
     async def _bound_agent(self, thread: ThreadKey) -> str | None:
         binding = await self.store.get_binding(thread.platform, thread.workspace, thread.channel)

@@ -6,6 +6,8 @@ snapshot taken when an edit is about to go out, so a render never sees a half-ap
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -22,7 +24,7 @@ from bridge.events import (
     ToolReturned,
     Usage,
 )
-from bridge.failures import AgentFailure
+from bridge.failures import AgentFailure, FailureCode
 
 
 class ReplyStatus(StrEnum):
@@ -164,6 +166,21 @@ class ReplyState:
         self._settle_tools(ToolStatus.DONE if status is ReplyStatus.DONE else ToolStatus.FAILED)
         self.version += 1
 
+    @classmethod
+    def from_reply(cls, reply: Reply) -> ReplyState:
+        """Continue from a snapshot (e.g. a crash-recovery checkpoint)."""
+        return cls(
+            chunks=[reply.text] if reply.text else [],
+            tool_calls=list(reply.tool_calls),
+            sources=reply.sources,
+            error=reply.error,
+            status=reply.status,
+            usage=reply.usage,
+            conversation_id=reply.conversation_id,
+            trace_id=reply.trace_id,
+            notice=reply.notice,
+        )
+
     def snapshot(self) -> Reply:
         return Reply(
             text=self.text,
@@ -176,3 +193,64 @@ class ReplyState:
             trace_id=self.trace_id,
             notice=self.notice,
         )
+
+
+def reply_to_json(reply: Reply) -> dict[str, Any]:
+    """A reply as plain JSON: the `chat --json` output and the crash-recovery checkpoint."""
+    error = None
+    if reply.error is not None:
+        e = reply.error
+        error = {
+            "code": e.display_code,
+            "kind": e.code.value,
+            "upstream_code": e.upstream_code,
+            "message": e.user_message,
+            "hint": e.admin_hint,
+            "detail": e.detail,
+            "http_status": e.http_status,
+            "trace_id": e.trace_id,
+        }
+    return {
+        "status": reply.status.value,
+        "text": reply.text,
+        "tool_calls": [
+            {"name": c.name, "input": c.input, "output": c.output, "status": c.status.value}
+            for c in reply.tool_calls
+        ],
+        "sources": [dataclasses.asdict(s) for s in reply.sources],
+        "error": error,
+        "notice": reply.notice,
+        "conversation_id": reply.conversation_id,
+        "trace_id": reply.trace_id,
+        "usage": dataclasses.asdict(reply.usage) if reply.usage else None,
+    }
+
+
+def reply_from_json(data: Mapping[str, Any]) -> Reply:
+    """The inverse of `reply_to_json` (user sentences and hints come from the failure code)."""
+    error = None
+    if data.get("error"):
+        e = data["error"]
+        kind = e.get("kind")
+        code = FailureCode(kind) if kind in FailureCode._value2member_map_ else FailureCode.INTERNAL
+        error = AgentFailure.of(
+            code,
+            upstream_code=e.get("upstream_code"),
+            detail=e.get("detail"),
+            http_status=e.get("http_status"),
+            trace_id=e.get("trace_id"),
+        )
+    return Reply(
+        text=data.get("text") or "",
+        tool_calls=tuple(
+            ToolCall(c["name"], c.get("input"), c.get("output"), ToolStatus(c.get("status", "running")))
+            for c in data.get("tool_calls") or ()
+        ),
+        sources=tuple(Source(**s) for s in data.get("sources") or ()),
+        error=error,
+        status=ReplyStatus(data.get("status", ReplyStatus.STREAMING.value)),
+        usage=Usage(**data["usage"]) if data.get("usage") else None,
+        conversation_id=data.get("conversation_id"),
+        trace_id=data.get("trace_id"),
+        notice=data.get("notice"),
+    )

@@ -96,6 +96,14 @@ class ReplyWriter:
             await self._post(placeholder)
         self._task = self._loop.create_task(self._run(), name=f"reply-writer {self.thread}")
 
+    async def resume(self, messages: list[MessageRef]) -> None:
+        """Take over messages posted earlier (by a process that died) and bring them up to date."""
+        self._native = False
+        self.messages = list(messages)
+        self._sent = [None] * len(messages)
+        self._task = self._loop.create_task(self._run(), name=f"reply-writer {self.thread}")
+        self.notify()
+
     def notify(self) -> None:
         """The state changed; the writer will catch up when the budget allows."""
         self._wake.set()

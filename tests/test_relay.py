@@ -296,3 +296,51 @@ async def test_drain_past_the_grace_interrupts_and_says_so(bridge):
     assert final.reply.notice == INTERRUPTED_NOTICE and not final.working
     assert (await bridge.store.get_reply(outcome.reply_id)).status == "interrupted"
     assert bridge.relay.in_flight == 0
+
+
+async def test_streaming_reply_is_checkpointed(bridge_factory):
+    async with bridge_factory() as bridge:
+        bridge.relay.checkpoint_interval = 0.05
+        surface = RecordingSurface()
+        task = asyncio.create_task(bridge.relay.handle(Inbound(thread(), "U1", "a slow story", None), surface))
+        checkpoint = None
+        for _ in range(400):
+            await asyncio.sleep(0.02)
+            records = await bridge.store.recent_replies(thread(), 1)
+            if records and records[0].checkpoint and records[0].checkpoint["text"]:
+                checkpoint = records[0].checkpoint
+                break
+        assert checkpoint is not None and checkpoint["status"] == "streaming"
+        outcome = await task
+        assert outcome.reply.text.startswith(checkpoint["text"])
+
+
+async def test_recover_finalizes_what_a_crash_left_streaming(bridge_factory):
+    """A reply row left `streaming` by a dead process: its message gets the saved text back, marked interrupted."""
+    from bridge.reply import Reply, ToolCall, reply_to_json
+
+    async with bridge_factory() as bridge:
+        surface = RecordingSurface()
+        key = thread("crashed")
+        dead = await bridge.store.create_reply(key, bridge.settings.agent_default_id, owner="host:1")
+        placeholder = await surface.post(key, "…")
+        await bridge.store.add_reply_message(dead, placeholder.id)
+        saved = Reply(text="Half an answer", tool_calls=(ToolCall("get_order", {"id": 1}),))
+        await bridge.store.update_reply(dead, checkpoint=reply_to_json(saved))
+        silent = await bridge.store.create_reply(thread("silent"), bridge.settings.agent_default_id, owner="host:1")
+        elsewhere = await bridge.store.create_reply(
+            ThreadKey("other-platform", "W1", "C1", "x"), bridge.settings.agent_default_id, owner="host:1"
+        )
+
+        assert await bridge.relay.recover(surface) == 2
+
+        final = surface.messages[placeholder.id]
+        assert final.text == "Half an answer" and final.reply.status is ReplyStatus.INTERRUPTED
+        assert final.reply.notice == INTERRUPTED_NOTICE and not final.working
+        assert final.reply.tool_calls[0].status is ToolStatus.FAILED
+        assert (await bridge.store.get_reply(dead)).status == "interrupted"
+        silent_record = await bridge.store.get_reply(silent)
+        assert silent_record.status == "interrupted" and len(silent_record.message_ids) == 1
+        assert surface.messages[silent_record.message_ids[0]].reply.notice == INTERRUPTED_NOTICE
+        assert (await bridge.store.get_reply(elsewhere)).status == "streaming"  # another platform's job
+        assert await bridge.relay.recover(surface) == 0

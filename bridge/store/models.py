@@ -124,6 +124,8 @@ class ReplyRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    """The reply as last shown (text, tools, sources), so a crash can be finalized without losing it."""
 
 
 class ProcessedEventRow(Base):

@@ -46,7 +46,7 @@ _audit: Table = AuditRow.__table__  # type: ignore[assignment]
 SQLITE_BUSY_TIMEOUT = 5.0
 _UPDATABLE_REPLY_FIELDS = frozenset(
     {"trace_id", "conversation_id", "error_code", "owner", "lease_until", "usage",
-     "inbound_event_id", "message_ids"}
+     "inbound_event_id", "message_ids", "checkpoint"}
 )
 
 
@@ -95,6 +95,7 @@ class ReplyRecord:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    checkpoint: Mapping[str, Any] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +265,7 @@ def _reply(row: Row[Any]) -> ReplyRecord:
         created_at=row.created_at,
         updated_at=row.updated_at,
         finished_at=row.finished_at,
+        checkpoint=row.checkpoint,
     )
 
 
@@ -616,7 +618,7 @@ class Store:
 
     async def update_reply(self, reply_id: int, **fields: Any) -> None:
         """Set some of: trace_id, conversation_id, error_code, owner, lease_until, usage,
-        inbound_event_id, message_ids. Status changes go through `finish_reply`."""
+        inbound_event_id, message_ids, checkpoint. Status changes go through `finish_reply`."""
         unknown = set(fields) - _UPDATABLE_REPLY_FIELDS
         if unknown:
             raise TypeError(f"update_reply: cannot set {', '.join(sorted(unknown))}")
