@@ -60,6 +60,7 @@ class Call:
     args: dict[str, Any]
     status: int
     error: str | None
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(slots=True)
