@@ -330,7 +330,7 @@ class FakeDiscord:
             for button in row.get("components", []):
                 if len(button.get("custom_id", "")) > 100:
                     return "components: custom_id must be 100 or fewer in length"
-        if not content and not embeds and not components:
+        if not content.strip() and not embeds and not components:
             return "Cannot send an empty message"
         return None
 

@@ -52,7 +52,7 @@ class DiscordMessage:
 def render_part(part: MessagePart, stop_id: str | None = None) -> DiscordMessage:
     """The payload for one part; extras and the Stop button only on the reply's last part."""
     reply = part.reply
-    text = close_open_fence(part.text) if part.text else ""
+    text = close_open_fence(part.text) if part.text.strip() else ""  # Discord refuses blank content
     if len(text) > MAX_CONTENT:  # the core splits below the limit; never send a refused body
         text = text[: MAX_CONTENT - 1] + "…"
     embeds: list[dict[str, Any]] = fit_embeds(reply_embeds(reply)) if part.is_last else []
@@ -64,7 +64,7 @@ def render_part(part: MessagePart, stop_id: str | None = None) -> DiscordMessage
         content = THINKING
     elif not content and not embeds:
         content = "*The agent sent an empty answer.*" if reply.status is ReplyStatus.DONE else "…"
-    placeholder = part.index == 0 and not part.text and part.working and not embeds
+    placeholder = part.index == 0 and not text and part.working and not embeds
     return DiscordMessage(content, tuple(embeds), tuple(components), placeholder)
 
 
