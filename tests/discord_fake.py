@@ -33,6 +33,7 @@ CHANNEL_ID = "333"
 OTHER_CHANNEL_ID = "334"
 ADMIN_PERMISSIONS = str((1 << 4) | (1 << 10) | (1 << 11))  # manage channels, view, send
 MEMBER_PERMISSIONS = str((1 << 10) | (1 << 11))
+MESSAGE_CONTENT_INTENT = 1 << 15
 
 
 def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -234,11 +235,16 @@ class FakeDiscord:
         message = self._message(channel_id, author, content, mentions=[BOT_USER] if mention_bot else [])
         message["delivered"] = True
         payload = dict(message)
+        if guild_id and not mention_bot and not self._intent(MESSAGE_CONTENT_INTENT):
+            payload["content"] = ""  # what Discord sends without the privileged intent
         if guild_id:
             payload["guild_id"] = guild_id
             payload["member"] = {"roles": [], "joined_at": "2024-01-01T00:00:00+00:00", "deaf": False, "mute": False, "flags": 0}
         await self._dispatch("MESSAGE_CREATE", payload, guild_id)
         return message
+
+    def _intent(self, bit: int) -> bool:
+        return bool(self.identifies) and all(i.get("intents", 0) & bit for i in self.identifies)
 
     def dm_channel(self, user: dict[str, Any]) -> str:
         channel_id = str(next(self.ids))

@@ -179,7 +179,7 @@ async def test_admin_binds_a_channel_and_a_member_is_refused(fake, bridge, agent
 async def test_mention_opens_a_thread_and_the_thread_continues_without_mention(fake, bridge, agent_ids):
     agent, _ = agent_ids
     await bridge.store.bind("discord", GUILD_ID, CHANNEL_ID, agent, "admin", options={"new_thread": True})
-    async with serving(fake, bridge):
+    async with serving(fake, bridge, discord_message_content=True):
         question = await fake.send_message("What is the shipping policy?", mention_bot=True)
         thread_id = question["id"]
         first = await fake.wait_for(lambda: [m for m in fake.posted(thread_id) if final(m)])
@@ -233,3 +233,25 @@ async def test_dms_are_answered_and_other_bots_only_when_allowed(fake, bridge, a
         await fake.send_message("robot asks again", mention_bot=True, author=robot)
         await fake.wait_for(lambda: [m for m in fake.posted(CHANNEL_ID) if final(m)])
         await settled(fake)
+
+
+async def test_without_the_content_intent_thread_follow_ups_need_a_mention(fake, bridge, agent_ids):
+    await bridge.store.bind("discord", GUILD_ID, CHANNEL_ID, agent_ids[0], "admin", options={"new_thread": True})
+    async with serving(fake, bridge):
+        question = await fake.send_message("first question", mention_bot=True)
+        thread_id = question["id"]
+        await fake.wait_for(lambda: [m for m in fake.posted(thread_id) if final(m)])
+        await settled(fake)
+        await fake.send_message("a follow-up Discord delivers without its text", channel_id=thread_id)
+        await fake.send_message("second question", channel_id=thread_id, mention_bot=True)
+        replies_now = await fake.wait_for(lambda: len([m for m in fake.posted(thread_id) if final(m)]) == 2 and fake.posted(thread_id))
+        await settled(fake)
+    assert "message #2" in replies_now[1]["content"] and "second question" in replies_now[1]["content"]
+    assert len(fake.posted(thread_id)) == 2  # the blank follow-up got no "your message was empty" reply
+
+
+async def test_an_unbound_channel_is_told_how_to_bind(bridge_factory):
+    async with bridge_factory(agent_default_id=None) as bridge, running_fake_discord() as fake, serving(fake, bridge):
+        message = await ask_and_wait(fake, "anyone there?")
+        await settled(fake)
+    assert "/agent bind <agent-id>" in message["content"] and not message["components"]

@@ -152,6 +152,10 @@ class DiscordBridge:
         if message.author.bot and not binding_flag(options, "allow_bots"):
             return
         if guild_id is not None and not mentioned:
+            # Without the privileged message-content intent Discord blanks the text of guild
+            # messages that don't mention the bot, so follow-ups in its threads need a mention.
+            if not self.settings.discord_message_content:
+                return
             bot_thread = isinstance(message.channel, discord.Thread) and message.channel.owner_id == me.id
             if not bot_thread or binding_flag(options, "require_mention"):
                 return
