@@ -39,6 +39,8 @@ async def test_bad_or_missing_signature_is_refused(bridge, fake):
 async def test_mention_gets_placeholder_then_edits_then_final_text(bridge, fake):
     async with running_slack(bridge, fake) as slack:
         ts, thread_ts = await slack.mention("hello there")
+        # Acknowledged before the reply work: the agent's first token takes 150 ms to come.
+        assert not any(m.text for m in fake.thread_messages("C0001", thread_ts))
         await settled(slack)
     expected = await upstream_text(bridge, "hello there")
     (reply,) = fake.thread_messages("C0001", thread_ts)
@@ -122,3 +124,23 @@ async def test_ignores_itself_edits_deletions_and_other_bots(bridge, fake, agent
         await slack.message("bot talk again", channel="C0001", channel_type="channel", user=None, bot_id="BOTHER", subtype="bot_message", thread_ts=thread_ts)
         await settled(slack)
         assert fake.count("chat.postMessage") == posts + 1
+
+
+async def test_mention_delivered_as_app_mention_and_as_message_is_answered_once(bridge, fake):
+    async with running_slack(bridge, fake) as slack:
+        _, thread_ts = await slack.mention("first")
+        await settled(slack)
+        # Slack sends a mention inside a thread twice: app_mention and message.channels.
+        ts, _ = await slack.mention("second", thread_ts=thread_ts)
+        event = {"type": "message", "user": "UUSER", "text": "<@UBOT0001> second", "ts": ts, "channel": "C0001", "channel_type": "channel", "thread_ts": thread_ts}
+        assert (await slack.event(event))[0] == 200
+        await settled(slack)
+    assert len(fake.thread_messages("C0001", thread_ts)) == 2
+
+
+async def test_unbound_channel_without_default_agent_points_to_the_slash_command(bridge_factory, fake):
+    async with bridge_factory(agent_default_id="") as bridge, running_slack(bridge, fake) as slack:
+        _, thread_ts = await slack.mention("anyone there?")
+        await settled(slack)
+    (message,) = fake.thread_messages("C0001", thread_ts)
+    assert "/agent bind &lt;agent-id&gt;" in message.text

@@ -162,3 +162,13 @@ async def test_slack_admin_users_setting_grants_admin(bridge, fake, agent_ids):
         await fake.wait_for(lambda: fake.responses)
     assert (await bridge.store.get_binding("slack", "T0001", "C0001")).agent_id == agent_ids[0]
     assert fake.count("users.info") == 0
+
+
+async def test_native_streaming_in_channel_threads_names_the_recipient(bridge, fake):
+    async with running_slack(bridge, fake, slack_native_streaming="all") as slack:
+        _, thread_ts = await slack.mention("stream it here")
+        await settled(slack)
+    (start,) = [c for c in fake.calls if c.method == "chat.startStream"]
+    assert start.status == 200 and start.args["recipient_user_id"] == "UUSER" and start.args["recipient_team_id"] == "T0001"
+    (reply,) = fake.thread_messages("C0001", thread_ts)
+    assert reply.markdown == await upstream_text(bridge, "stream it here") and not reply.streaming

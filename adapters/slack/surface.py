@@ -37,6 +37,8 @@ log = logging.getLogger("adapters.slack.surface")
 MAX_TEXT = 3000
 """Markdown characters per message: leaves room under `chat.update`'s 4,000 for mrkdwn escapes."""
 
+_MAX_ASKERS = 1000
+
 _GONE = frozenset(
     {
         "message_not_found",
@@ -174,7 +176,10 @@ class SlackSurface:
     def note_asker(self, thread: ThreadKey, user: str) -> None:
         """Remember who asked, for `chat.startStream`'s recipient in channel threads."""
         if self.native is NativeStreaming.ALL and not _is_dm(thread):
+            self._askers.pop(thread, None)
             self._askers[thread] = user
+            while len(self._askers) > _MAX_ASKERS:  # replies refused before their stream started
+                del self._askers[next(iter(self._askers))]
 
     def wants_native_stream(self, thread: ThreadKey) -> bool:
         if not thread.thread or self.native is NativeStreaming.OFF:
