@@ -101,7 +101,12 @@ class Session:
 
 
 class FakeDiscord:
-    def __init__(self, *, edit_limit: int = 5, post_limit: int = 5, window: float = 5.0, token_lifetime: float = 900.0) -> None:
+    def __init__(
+        self, *, edit_limit: int = 5, post_limit: int = 5, window: float = 5.0, token_lifetime: float = 900.0,
+        message_content_enabled: bool = True,
+    ) -> None:
+        self.message_content_enabled = message_content_enabled
+        """Whether the portal's Message Content switch is on (off: IDENTIFY with it closes 4014)."""
         self.edit_limit, self.post_limit, self.window = edit_limit, post_limit, window
         self.token_lifetime = token_lifetime
         self.ids = itertools.count(1_000_000)
@@ -537,6 +542,9 @@ class FakeDiscord:
                     data = payload["d"]
                     if data.get("token") != BOT_TOKEN:
                         await ws.close(code=4004, message=b"Authentication failed.")
+                        break
+                    if data.get("intents", 0) & MESSAGE_CONTENT_INTENT and not self.message_content_enabled:
+                        await ws.close(code=4014, message=b"Disallowed intent(s).")
                         break
                     self.identifies.append({k: v for k, v in data.items() if k != "token"})
                     shard = tuple(data.get("shard") or (0, 1))

@@ -3,6 +3,7 @@ out of logs and errors — against the fake Discord where a network is involved.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import discord
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 import adapters.discord as discord_adapter
 from adapters.discord.cli import BOT_PERMISSIONS, app, invite_url, sync
+from adapters.discord.platform import DiscordPlatform
 from adapters.discord.connection import intents, make_client
 from adapters.discord.rest import DiscordRest
 from adapters.discord.settings import load_discord_settings
@@ -133,3 +135,21 @@ async def test_a_deleted_reply_stops_its_stream_and_no_secret_reaches_the_log(br
     assert fake.count(status=404) == 1  # no retrying against a message that is gone
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert BOT_TOKEN not in logged and interaction.token not in logged
+
+
+async def test_a_refused_privileged_intent_is_a_configuration_error(bridge):
+    async with running_fake_discord(message_content_enabled=False) as fake:
+        settings = load_discord_settings(
+            discord_bot_token=BOT_TOKEN, discord_api_url=fake.api_url, discord_message_content=True
+        )
+        with pytest.raises(ConfigError) as error:
+            await asyncio.wait_for(DiscordPlatform(settings).run(bridge, asyncio.Event()), 10)
+    assert "DISCORD_MESSAGE_CONTENT" in str(error.value) and "Developer Portal" in str(error.value)
+
+
+async def test_a_refused_token_is_a_configuration_error(bridge):
+    async with running_fake_discord() as fake:
+        settings = load_discord_settings(discord_bot_token="MTEx.wrong.token", discord_api_url=fake.api_url)
+        with pytest.raises(ConfigError) as error:
+            await asyncio.wait_for(DiscordPlatform(settings).run(bridge, asyncio.Event()), 10)
+    assert "DISCORD_BOT_TOKEN" in str(error.value) and "wrong" not in str(error.value)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import discord
@@ -48,7 +47,12 @@ class DiscordPlatform:
                 await client.login(self.settings.token)
             except discord.LoginFailure:
                 await client.close()
-                raise ConfigError("DISCORD_BOT_TOKEN: Discord refused this token; reset it on the Bot page and update the variable") from None
+                raise ConfigError(
+                    "DISCORD_BOT_TOKEN: Discord refused this token; reset it on the Bot page and update the variable"
+                ) from None
+            except BaseException:
+                await client.close()
+                raise
             gateway = asyncio.create_task(client.connect(reconnect=True), name="discord gateway")
             stopping = asyncio.create_task(stop.wait(), name="discord stop")
             try:
@@ -59,8 +63,13 @@ class DiscordPlatform:
                 await client.close()
                 if not gateway.done():
                     gateway.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await gateway
+                await asyncio.wait({gateway})  # its outcome is read below, not raised here
                 self.connected.clear()
-            if not gateway.cancelled() and gateway.exception() is not None:
-                raise gateway.exception()  # type: ignore[misc]
+            error = None if gateway.cancelled() else gateway.exception()
+            if isinstance(error, discord.PrivilegedIntentsRequired):
+                raise ConfigError(
+                    "DISCORD_MESSAGE_CONTENT is on, but the Message Content intent is not enabled for this bot: "
+                    "turn it on in the Developer Portal (Bot → Privileged Gateway Intents) or unset the variable"
+                ) from None
+            if error is not None:
+                raise error
