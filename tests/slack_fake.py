@@ -28,9 +28,10 @@ import itertools
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -44,13 +45,15 @@ BOT_USER = "UBOT0001"
 BOT_ID = "BBOT0001"
 
 # (per minute, burst) at time_scale 1, keyed by method; postMessage is per channel.
-LIMITS: dict[str, tuple[float, int]] = {
-    "chat.postMessage": (60.0, 3),
-    "chat.update": (50.0, 5),
-    "chat.startStream": (20.0, 3),
-    "chat.stopStream": (20.0, 3),
-    "chat.appendStream": (100.0, 10),
-}
+LIMITS: Mapping[str, tuple[float, int]] = MappingProxyType(
+    {
+        "chat.postMessage": (60.0, 3),
+        "chat.update": (50.0, 5),
+        "chat.startStream": (20.0, 3),
+        "chat.stopStream": (20.0, 3),
+        "chat.appendStream": (100.0, 10),
+    }
+)
 TEXT_LIMIT = 4000
 
 

@@ -72,7 +72,7 @@ async def test_thread_follow_up_without_mention_continues_the_conversation(bridg
         # A thread the bot never answered: no reply without a mention.
         await slack.message("unrelated", channel="C0001", channel_type="channel", thread_ts="1600000000.000001")
         await settled(slack)
-    first, second = fake.thread_messages("C0001", thread_ts)
+    _, second = fake.thread_messages("C0001", thread_ts)
     assert "message #2 of our conversation" in second.text and "first question" in second.text
     assert fake.thread_messages("C0001", "1600000000.000001") == []
 

@@ -18,7 +18,14 @@ from bridge.config import ConfigError
 from bridge.events import Source
 from bridge.failures import AgentFailure, FailureCode
 from bridge.reply import MessagePart, Reply, ReplyStatus, ToolCall, ToolStatus
-from bridge.surface import MessageExpired, MessageGone, RateLimited, Scope, StreamRefused, SurfaceError
+from bridge.surface import (
+    MessageExpired,
+    MessageGone,
+    RateLimited,
+    Scope,
+    StreamRefused,
+    SurfaceError,
+)
 
 
 @pytest.mark.parametrize(
@@ -95,6 +102,10 @@ def test_tools_sources_error_and_notice_only_on_the_last_part() -> None:
     assert len(last.blocks) == 4  # the same extras as blocks, for chat.stopStream
     earlier = render_part(MessagePart(Reply(status=ReplyStatus.DONE), "x", 0, False))
     assert earlier.attachments == () and earlier.blocks == ()
+
+
+def test_an_empty_final_answer_still_has_text() -> None:
+    assert render_part(_part(text="", status=ReplyStatus.DONE)).text  # Slack refuses no_text
 
 
 def test_text_never_exceeds_slack_limit() -> None:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -137,7 +138,7 @@ class SlackEvents:
             )
         except SlackApiError as exc:
             log.debug("assistant.threads.setStatus refused: %s", exc.response.get("error"))
-        except Exception as exc:  # network trouble must not cost the reply itself
+        except (TimeoutError, aiohttp.ClientError) as exc:  # must not cost the reply itself
             log.debug("assistant.threads.setStatus failed: %s", type(exc).__name__)
 
     # -- slash command ----------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from adapters.slack.mrkdwn import escape, to_mrkdwn
@@ -26,14 +27,18 @@ SLACK_TEXT_LIMIT = 4000
 MAX_TOOL_DATA = 400
 """Tool input/output shown per call, in characters (full data is the agent's business)."""
 
-_TOOL_STYLE = {
-    ToolStatus.RUNNING: (":gear:", "running", "#439FE0"),
-    ToolStatus.DONE: (":white_check_mark:", "done", "#2EB67D"),
-    ToolStatus.FAILED: (":x:", "failed", "#E01E5A"),
-}
+_TOOL_STYLE = MappingProxyType(
+    {
+        ToolStatus.RUNNING: (":gear:", "running", "#439FE0"),
+        ToolStatus.DONE: (":white_check_mark:", "done", "#2EB67D"),
+        ToolStatus.FAILED: (":x:", "failed", "#E01E5A"),
+    }
+)
 _ERROR_COLOUR = "#E01E5A"
 _SOURCES_COLOUR = "#8D8D8D"
 _TRUNCATED = "\n_(cut here: too long for one Slack message)_"
+_EMPTY = "_(The agent sent an empty answer.)_"
+"""Slack refuses a message with neither text nor attachments (`no_text`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,9 +159,12 @@ def render_part(part: MessagePart) -> SlackMessage:
     if len(text) > SLACK_TEXT_LIMIT:
         # Only text that grows a lot when escaped (`<`, `>`, `&`) gets here.
         text = text[: SLACK_TEXT_LIMIT - len(_TRUNCATED)] + _TRUNCATED
+    attachments = tuple(_attachments(part))
+    if not text and not attachments:
+        text = _EMPTY
     return SlackMessage(
         text=text,
-        attachments=tuple(_attachments(part)),
+        attachments=attachments,
         markdown=part.text,
         blocks=tuple(_blocks(part)),
     )

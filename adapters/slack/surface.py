@@ -137,7 +137,7 @@ class SlackSurface:
     async def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = await self.client.api_call(method, json={k: v for k, v in kwargs.items() if v is not None})
-        except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, SlackApiError, aiohttp.ClientError) as exc:
             raise translate(exc, method) from None
         return response.data if isinstance(response.data, dict) else {}
 
