@@ -77,7 +77,7 @@ class DiscordBridge:
         except SurfaceError as exc:
             log.warning("could not acknowledge /ask %s: %s", interaction.id, exc)
             return
-        place = place_of(interaction.channel, interaction.guild_id, f"ask-{interaction.id}")
+        place = place_of(self._channel(interaction), interaction.guild_id, f"ask-{interaction.id}")
         handle = InteractionHandle(
             str(interaction.id),
             interaction.token,
@@ -98,10 +98,11 @@ class DiscordBridge:
         if interaction.guild_id is None:
             answer = "`/agent` works in a server channel; DMs use the default agent."
         else:
-            place = place_of(interaction.channel, interaction.guild_id, "")
+            place = place_of(self._channel(interaction), interaction.guild_id, "")
             permissions = interaction.permissions
             is_admin = permissions.manage_channels or permissions.administrator
-            request = AdminRequest(place.key, str(interaction.user.id), is_admin, text)
+            # `<@id>` shows as the member's name in /agent status, and never pings (no allowed mentions).
+            request = AdminRequest(place.key, f"<@{interaction.user.id}>", is_admin, text)
             answer = (await self.admin_commands.run(request)).text
         try:
             await self.rest.webhook(
@@ -178,6 +179,11 @@ class DiscordBridge:
         thread_id = str(thread["id"])
         key = ThreadKey(place.key.platform, place.key.workspace, place.key.channel, thread_id)
         return Place(key, thread_id, True), None
+
+    @staticmethod
+    def _channel(interaction: discord.Interaction) -> object:
+        """The interaction's channel object, or just its id when discord.py could not build one."""
+        return interaction.channel or discord.Object(id=interaction.channel_id or 0)
 
     def _surface(
         self, place: Place, asker: str, *, interaction: InteractionHandle | None = None, reply_to: str | None = None

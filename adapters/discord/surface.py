@@ -136,12 +136,14 @@ class DiscordSurface:
         interaction = self.interaction
         assert interaction is not None
         if not self._original_taken:
-            self._original_taken = True
             if payload.placeholder:  # the deferred "thinking" message already shows it
-                return await self.rest.webhook("GET", interaction.application_id, interaction.token, "@original")
-            return await self.rest.webhook(
-                "PATCH", interaction.application_id, interaction.token, "@original", payload.json()
-            )
+                data = await self.rest.webhook("GET", interaction.application_id, interaction.token, "@original")
+            else:
+                data = await self.rest.webhook(
+                    "PATCH", interaction.application_id, interaction.token, "@original", payload.json()
+                )
+            self._original_taken = True  # only now: a retried first post must still use @original
+            return data
         return await self.rest.follow_up(interaction.application_id, interaction.token, payload.json())
 
     def _remember(self, thread: ThreadKey, data: Any, payload: DiscordMessage) -> MessageRef:
