@@ -111,8 +111,11 @@ class SlackDelivery:
 
 @contextlib.asynccontextmanager
 async def running_slack(bridge, fake: FakeSlack, **overrides: Any) -> AsyncIterator[SlackDelivery]:
-    """The Slack platform's real `run()` in HTTP mode on a free port, against the fake."""
+    """The Slack platform's real `run()` in HTTP mode on a free port, against the fake.
+
+    The adapter's declared rates are scaled exactly as the fake's window is (SLACK_RATE_SCALE)."""
     options: dict[str, Any] = {
+        "slack_rate_scale": fake.time_scale,
         "slack_bot_token": BOT_TOKEN,
         "slack_signing_secret": SIGNING_SECRET,
         "slack_app_token": None,

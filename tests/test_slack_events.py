@@ -10,8 +10,19 @@ from tests.slack_client import running_slack, settled
 from tests.slack_fake import running_fake_slack
 
 
+QUICK = 4
+"""Most tests run the fake's rate window (and the adapter's declared rates) 4x faster; the
+tests marked "real limits" use Slack's own figures."""
+
+
 @pytest.fixture
 async def fake():
+    async with running_fake_slack(time_scale=QUICK) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def real_fake():
     async with running_fake_slack() as fake:
         yield fake
 
@@ -36,7 +47,9 @@ async def test_bad_or_missing_signature_is_refused(bridge, fake):
     assert fake.count("chat.postMessage") == 0
 
 
-async def test_mention_gets_placeholder_then_edits_then_final_text(bridge, fake):
+async def test_mention_gets_placeholder_then_edits_then_final_text(bridge, real_fake):
+    """Real limits."""
+    fake = real_fake
     async with running_slack(bridge, fake) as slack:
         ts, thread_ts = await slack.mention("hello there")
         # Acknowledged before the reply work: the agent's first token takes 150 ms to come.

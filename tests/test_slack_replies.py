@@ -14,8 +14,19 @@ from tests.slack_client import running_slack, settled
 from tests.slack_fake import running_fake_slack
 
 
+QUICK = 4
+"""Most tests run the fake's rate window (and the adapter's declared rates) 4x faster; the
+tests marked "real limits" use Slack's own figures."""
+
+
 @pytest.fixture
 async def fake():
+    async with running_fake_slack(time_scale=QUICK) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def real_fake():
     async with running_fake_slack() as fake:
         yield fake
 
@@ -59,8 +70,7 @@ async def test_error_is_a_red_attachment_and_the_text_so_far_stays(bridge, fake)
 
 
 async def test_long_reply_continues_in_further_thread_messages(bridge, fake):
-    async with running_slack(bridge, fake, slack_rate_scale=5) as slack:
-        fake.time_scale = 5
+    async with running_slack(bridge, fake) as slack:
         _, thread_ts = await slack.mention("tell me something long")
         await settled(slack, timeout=40)
     expected = await upstream_text(bridge, "tell me something long")
@@ -90,7 +100,9 @@ async def test_stop_button_cancels_the_stream_and_marks_the_reply(bridge, fake):
     assert record.status == "stopped"
 
 
-async def test_429_is_honoured_without_losing_text(bridge, fake):
+async def test_429_is_honoured_without_losing_text(bridge, real_fake):
+    """Real limits."""
+    fake = real_fake
     fake.throttle_next["chat.update"] = 2
     async with running_slack(bridge, fake) as slack:
         _, thread_ts = await slack.mention("hello despite limits")
