@@ -3,6 +3,9 @@ fake Slack Web API over real sockets, the real mock agent and a real SQLite stor
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from adapters.slack.mrkdwn import to_mrkdwn
@@ -43,8 +46,20 @@ async def test_bad_or_missing_signature_is_refused(bridge, fake):
         event = {"type": "app_mention", "user": "UUSER", "text": "<@UBOT0001> hi", "ts": "1.1", "channel": "C0001"}
         assert (await slack.event(event, secret="not-the-signing-secret"))[0] == 401
         assert (await slack.event(event, secret=None))[0] == 401
+        body = json.dumps({"type": "event_callback", "team_id": "T0001", "event": event, "event_id": "EvOld"}).encode()
+        stale = fake.signed_headers(body, timestamp=int(time.time()) - 600)  # a replayed request
+        async with slack.session.post(slack.platform.url, data=body, headers={"Content-Type": "application/json", **stale}) as response:
+            assert response.status == 401
         await settled(slack)
     assert fake.count("chat.postMessage") == 0
+
+
+async def test_url_verification_challenge_is_answered(bridge, fake):
+    async with running_slack(bridge, fake) as slack:
+        body = json.dumps({"type": "url_verification", "token": "unused", "challenge": "chal-123"}).encode()
+        headers = {"Content-Type": "application/json", **fake.signed_headers(body)}
+        async with slack.session.post(slack.platform.url, data=body, headers=headers) as response:
+            assert response.status == 200 and "chal-123" in await response.text()
 
 
 async def test_mention_gets_placeholder_then_edits_then_final_text(bridge, real_fake):
