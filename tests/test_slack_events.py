@@ -12,7 +12,6 @@ from adapters.slack.mrkdwn import to_mrkdwn
 from tests.slack_client import running_slack, settled
 from tests.slack_fake import running_fake_slack
 
-
 QUICK = 4
 """Most tests run the fake's rate window (and the adapter's declared rates) 4x faster; the
 tests marked "real limits" use Slack's own figures."""
