@@ -36,15 +36,26 @@ MEMBER_PERMISSIONS = str((1 << 10) | (1 << 11))
 MESSAGE_CONTENT_INTENT = 1 << 15
 
 
-def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def _json(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     """Exactly `application/json`, as Discord sends it (discord.py compares the header verbatim)."""
     return web.Response(
-        body=json.dumps(data).encode(), status=status, headers={**(headers or {}), "Content-Type": "application/json"}
+        body=json.dumps(data).encode(),
+        status=status,
+        headers={**(headers or {}), "Content-Type": "application/json"},
     )
 
 
 def _user(user_id: str, name: str, *, bot: bool = False) -> dict[str, Any]:
-    return {"id": user_id, "username": name, "global_name": name, "discriminator": "0", "avatar": None, "bot": bot}
+    return {
+        "id": user_id,
+        "username": name,
+        "global_name": name,
+        "discriminator": "0",
+        "avatar": None,
+        "bot": bot,
+    }
 
 
 BOT_USER = _user(BOT_ID, "agent-bridge", bot=True)
@@ -97,12 +108,19 @@ class Session:
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         self.seq += 1
-        await self.ws.send_str(json.dumps({"op": 0, "t": event, "s": self.seq, "d": data}))
+        await self.ws.send_str(
+            json.dumps({"op": 0, "t": event, "s": self.seq, "d": data})
+        )
 
 
 class FakeDiscord:
     def __init__(
-        self, *, edit_limit: int = 5, post_limit: int = 5, window: float = 5.0, token_lifetime: float = 900.0,
+        self,
+        *,
+        edit_limit: int = 5,
+        post_limit: int = 5,
+        window: float = 5.0,
+        token_lifetime: float = 900.0,
         message_content_enabled: bool = True,
     ) -> None:
         self.message_content_enabled = message_content_enabled
@@ -142,22 +160,40 @@ class FakeDiscord:
         r.add_get(f"{api}/users/@me", self._me)
         r.add_get(f"{api}/oauth2/applications/@me", self._application)
         r.add_put(f"{api}/applications/{{app}}/commands", self._put_commands)
-        r.add_put(f"{api}/applications/{{app}}/guilds/{{guild}}/commands", self._put_commands)
+        r.add_put(
+            f"{api}/applications/{{app}}/guilds/{{guild}}/commands", self._put_commands
+        )
         r.add_post(f"{api}/interactions/{{id}}/{{token}}/callback", self._callback)
         r.add_post(f"{api}/webhooks/{{app}}/{{token}}", self._follow_up)
-        r.add_route("*", f"{api}/webhooks/{{app}}/{{token}}/messages/{{message}}", self._webhook_message)
+        r.add_route(
+            "*",
+            f"{api}/webhooks/{{app}}/{{token}}/messages/{{message}}",
+            self._webhook_message,
+        )
         r.add_post(f"{api}/channels/{{channel}}/messages", self._create_message)
-        r.add_route("*", f"{api}/channels/{{channel}}/messages/{{message}}", self._channel_message)
-        r.add_post(f"{api}/channels/{{channel}}/messages/{{message}}/threads", self._start_thread)
+        r.add_route(
+            "*",
+            f"{api}/channels/{{channel}}/messages/{{message}}",
+            self._channel_message,
+        )
+        r.add_post(
+            f"{api}/channels/{{channel}}/messages/{{message}}/threads",
+            self._start_thread,
+        )
         r.add_get("/gateway", self._gateway)
         return app
 
     # -- what tests look at ------------------------------------------------------------------
 
-    def count(self, method: str | None = None, route_part: str = "", status: int | None = None) -> int:
+    def count(
+        self, method: str | None = None, route_part: str = "", status: int | None = None
+    ) -> int:
         return sum(
-            1 for c in self.calls
-            if (method is None or c.method == method) and route_part in c.route and (status is None or c.status == status)
+            1
+            for c in self.calls
+            if (method is None or c.method == method)
+            and route_part in c.route
+            and (status is None or c.status == status)
         )
 
     @property
@@ -169,9 +205,15 @@ class FakeDiscord:
 
     def posted(self, channel_id: str) -> list[dict[str, Any]]:
         """Messages the bot made through the API in a channel (not ones a test delivered)."""
-        return [m for m in self.in_channel(channel_id) if m["author"]["id"] == BOT_ID and not m.get("delivered")]
+        return [
+            m
+            for m in self.in_channel(channel_id)
+            if m["author"]["id"] == BOT_ID and not m.get("delivered")
+        ]
 
-    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
+    async def wait_for(
+        self, predicate: Callable[[], Any], timeout: float = 15.0
+    ) -> Any:
         async def check() -> Any:
             async with self._changed:
                 while not (result := predicate()):
@@ -187,41 +229,88 @@ class FakeDiscord:
     # -- sending events ----------------------------------------------------------------------------
 
     async def send_slash(
-        self, name: str, options: list[dict[str, Any]], *, channel_id: str = CHANNEL_ID, user: dict[str, Any] | None = None,
-        permissions: str = MEMBER_PERMISSIONS, guild_id: str | None = GUILD_ID,
+        self,
+        name: str,
+        options: list[dict[str, Any]],
+        *,
+        channel_id: str = CHANNEL_ID,
+        user: dict[str, Any] | None = None,
+        permissions: str = MEMBER_PERMISSIONS,
+        guild_id: str | None = GUILD_ID,
     ) -> Interaction:
         data = {"id": str(next(self.ids)), "name": name, "type": 1, "options": options}
         return await self._interact(2, data, channel_id, user, permissions, guild_id)
 
     async def press_button(
-        self, custom_id: str, message_id: str, *, channel_id: str = CHANNEL_ID, user: dict[str, Any] | None = None,
+        self,
+        custom_id: str,
+        message_id: str,
+        *,
+        channel_id: str = CHANNEL_ID,
+        user: dict[str, Any] | None = None,
         permissions: str = MEMBER_PERMISSIONS,
     ) -> Interaction:
         message = dict(self.messages[message_id])
         return await self._interact(
-            3, {"custom_id": custom_id, "component_type": 2}, channel_id, user, permissions, GUILD_ID, message=message
+            3,
+            {"custom_id": custom_id, "component_type": 2},
+            channel_id,
+            user,
+            permissions,
+            GUILD_ID,
+            message=message,
         )
 
     async def _interact(
-        self, kind: int, data: dict[str, Any], channel_id: str, user: dict[str, Any] | None, permissions: str,
-        guild_id: str | None, message: dict[str, Any] | None = None,
+        self,
+        kind: int,
+        data: dict[str, Any],
+        channel_id: str,
+        user: dict[str, Any] | None,
+        permissions: str,
+        guild_id: str | None,
+        message: dict[str, Any] | None = None,
     ) -> Interaction:
         user = user or _user("444", "asker")
-        interaction = Interaction(str(next(self.ids)), f"itoken-{next(self.ids)}", channel_id, guild_id, time.monotonic())
+        interaction = Interaction(
+            str(next(self.ids)),
+            f"itoken-{next(self.ids)}",
+            channel_id,
+            guild_id,
+            time.monotonic(),
+        )
         self.interactions[interaction.token] = interaction
         payload: dict[str, Any] = {
-            "id": interaction.id, "application_id": APP_ID, "type": kind, "data": data, "token": interaction.token,
-            "version": 1, "channel_id": channel_id, "channel": self.channels[channel_id], "app_permissions": "8",
-            "locale": "en-US", "entitlements": [], "attachment_size_limit": 8_388_608,
-            "authorizing_integration_owners": {"0": guild_id} if guild_id else {"1": user["id"]},
+            "id": interaction.id,
+            "application_id": APP_ID,
+            "type": kind,
+            "data": data,
+            "token": interaction.token,
+            "version": 1,
+            "channel_id": channel_id,
+            "channel": self.channels[channel_id],
+            "app_permissions": "8",
+            "locale": "en-US",
+            "entitlements": [],
+            "attachment_size_limit": 8_388_608,
+            "authorizing_integration_owners": {"0": guild_id}
+            if guild_id
+            else {"1": user["id"]},
             "context": 0 if guild_id else 1,
         }
         if guild_id:
             payload["guild_id"] = guild_id
             payload["guild_locale"] = "en-US"
             payload["member"] = {
-                "user": user, "roles": [], "joined_at": "2024-01-01T00:00:00+00:00", "deaf": False, "mute": False,
-                "flags": 0, "permissions": permissions, "nick": None, "avatar": None,
+                "user": user,
+                "roles": [],
+                "joined_at": "2024-01-01T00:00:00+00:00",
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+                "permissions": permissions,
+                "nick": None,
+                "avatar": None,
             }
         else:
             payload["user"] = user
@@ -231,32 +320,54 @@ class FakeDiscord:
         return interaction
 
     async def send_message(
-        self, content: str, *, channel_id: str = CHANNEL_ID, author: dict[str, Any] | None = None,
-        mention_bot: bool = False, guild_id: str | None = GUILD_ID,
+        self,
+        content: str,
+        *,
+        channel_id: str = CHANNEL_ID,
+        author: dict[str, Any] | None = None,
+        mention_bot: bool = False,
+        guild_id: str | None = GUILD_ID,
     ) -> dict[str, Any]:
         author = author or _user("444", "asker")
         if mention_bot:
             content = f"<@{BOT_ID}> {content}"
-        message = self._message(channel_id, author, content, mentions=[BOT_USER] if mention_bot else [])
+        message = self._message(
+            channel_id, author, content, mentions=[BOT_USER] if mention_bot else []
+        )
         message["delivered"] = True
         payload = dict(message)
         if guild_id and not mention_bot and not self._intent(MESSAGE_CONTENT_INTENT):
             payload["content"] = ""  # what Discord sends without the privileged intent
         if guild_id:
             payload["guild_id"] = guild_id
-            payload["member"] = {"roles": [], "joined_at": "2024-01-01T00:00:00+00:00", "deaf": False, "mute": False, "flags": 0}
+            payload["member"] = {
+                "roles": [],
+                "joined_at": "2024-01-01T00:00:00+00:00",
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+            }
         await self._dispatch("MESSAGE_CREATE", payload, guild_id)
         return message
 
     def _intent(self, bit: int) -> bool:
-        return bool(self.identifies) and all(i.get("intents", 0) & bit for i in self.identifies)
+        return bool(self.identifies) and all(
+            i.get("intents", 0) & bit for i in self.identifies
+        )
 
     def dm_channel(self, user: dict[str, Any]) -> str:
         channel_id = str(next(self.ids))
-        self.channels[channel_id] = {"id": channel_id, "type": 1, "recipients": [user], "last_message_id": None}
+        self.channels[channel_id] = {
+            "id": channel_id,
+            "type": 1,
+            "recipients": [user],
+            "last_message_id": None,
+        }
         return channel_id
 
-    async def _dispatch(self, event: str, data: dict[str, Any], guild_id: str | None) -> None:
+    async def _dispatch(
+        self, event: str, data: dict[str, Any], guild_id: str | None
+    ) -> None:
         if not self.sessions:
             raise RuntimeError("no gateway session is connected")
         for session in self.sessions:
@@ -268,27 +379,65 @@ class FakeDiscord:
     # -- REST: plumbing -----------------------------------------------------------------------
 
     @web.middleware
-    async def _record(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+    async def _record(
+        self, request: web.Request, handler: Callable[..., Any]
+    ) -> web.StreamResponse:
         response = await handler(request)
         info = request.match_info
-        route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
-        self.calls.append(Call(request.method, route, response.status, info.get("channel"), time.monotonic()))
+        route = (
+            request.match_info.route.resource.canonical
+            if request.match_info.route.resource
+            else request.path
+        )
+        self.calls.append(
+            Call(
+                request.method,
+                route,
+                response.status,
+                info.get("channel"),
+                time.monotonic(),
+            )
+        )
         await self._notify()
         return response
 
     def _text_channel(self, channel_id: str, name: str) -> dict[str, Any]:
         return {
-            "id": channel_id, "type": 0, "guild_id": GUILD_ID, "name": name, "position": 0, "permission_overwrites": [],
-            "nsfw": False, "parent_id": None, "topic": None, "last_message_id": None, "rate_limit_per_user": 0,
+            "id": channel_id,
+            "type": 0,
+            "guild_id": GUILD_ID,
+            "name": name,
+            "position": 0,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
         }
 
-    def _message(self, channel_id: str, author: dict[str, Any], content: str, **extra: Any) -> dict[str, Any]:
+    def _message(
+        self, channel_id: str, author: dict[str, Any], content: str, **extra: Any
+    ) -> dict[str, Any]:
         message_id = str(next(self.ids))
         message = {
-            "id": message_id, "channel_id": channel_id, "author": author, "content": content,
-            "timestamp": "2024-01-01T00:00:00+00:00", "edited_timestamp": None, "tts": False, "mention_everyone": False,
-            "mentions": [], "mention_roles": [], "attachments": [], "embeds": [], "components": [], "pinned": False,
-            "type": 0, "flags": 0, "history": [],
+            "id": message_id,
+            "channel_id": channel_id,
+            "author": author,
+            "content": content,
+            "timestamp": "2024-01-01T00:00:00+00:00",
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "components": [],
+            "pinned": False,
+            "type": 0,
+            "flags": 0,
+            "history": [],
         }
         message.update(extra)
         self.messages[message_id] = message
@@ -303,16 +452,26 @@ class FakeDiscord:
 
     def _limited(self, kind: str, channel_id: str) -> web.Response | None:
         limit = self.edit_limit if kind == "edit" else self.post_limit
-        window = self._windows.setdefault((kind, channel_id), Window(limit, self.window))
+        window = self._windows.setdefault(
+            (kind, channel_id), Window(limit, self.window)
+        )
         wait = window.admit(time.monotonic())
         if wait is None:
             return None
         headers = {
-            "Retry-After": f"{wait:.3f}", "X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": "0",
-            "X-RateLimit-Reset": f"{time.time() + wait:.3f}", "X-RateLimit-Reset-After": f"{wait:.3f}",
-            "X-RateLimit-Bucket": f"fake-{kind}", "X-RateLimit-Scope": "user",
+            "Retry-After": f"{wait:.3f}",
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": f"{time.time() + wait:.3f}",
+            "X-RateLimit-Reset-After": f"{wait:.3f}",
+            "X-RateLimit-Bucket": f"fake-{kind}",
+            "X-RateLimit-Scope": "user",
         }
-        body = {"message": "You are being rate limited.", "retry_after": round(wait, 3), "global": False}
+        body = {
+            "message": "You are being rate limited.",
+            "retry_after": round(wait, 3),
+            "global": False,
+        }
         return _json(body, status=429, headers=headers)
 
     @staticmethod
@@ -331,9 +490,15 @@ class FakeDiscord:
             if len(title) > 256 or len(description) > 4096:
                 return "embeds: title or description too long"
             fields = embed.get("fields", [])
-            if len(fields) > 25 or any(len(f["name"]) > 256 or len(f["value"]) > 1024 for f in fields):
+            if len(fields) > 25 or any(
+                len(f["name"]) > 256 or len(f["value"]) > 1024 for f in fields
+            ):
                 return "embeds: field too long"
-            total += len(title) + len(description) + len(embed.get("footer", {}).get("text", ""))
+            total += (
+                len(title)
+                + len(description)
+                + len(embed.get("footer", {}).get("text", ""))
+            )
             total += sum(len(f["name"]) + len(f["value"]) for f in fields)
         if total > 6000:
             return f"embeds: total size must be 6000 or fewer (got {total})"
@@ -346,7 +511,9 @@ class FakeDiscord:
         return None
 
     def _apply(self, message: dict[str, Any], body: dict[str, Any]) -> None:
-        message["history"].append({k: message[k] for k in ("content", "embeds", "components")})
+        message["history"].append(
+            {k: message[k] for k in ("content", "embeds", "components")}
+        )
         for key in ("content", "embeds", "components"):
             if key in body:
                 message[key] = body[key]
@@ -358,8 +525,15 @@ class FakeDiscord:
     async def _gateway_bot(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return self._error(401, 0, "401: Unauthorized")
-        limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-        return _json({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        limit = {
+            "total": 1000,
+            "remaining": 999,
+            "reset_after": 0,
+            "max_concurrency": 1,
+        }
+        return _json(
+            {"url": self.gateway_url, "shards": 1, "session_start_limit": limit}
+        )
 
     async def _me(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
@@ -369,18 +543,38 @@ class FakeDiscord:
     async def _application(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return self._error(401, 0, "401: Unauthorized")
-        return _json({
-            "id": APP_ID, "name": "agent-bridge", "icon": None, "description": "", "bot_public": True,
-            "bot_require_code_grant": False, "owner": _user("999", "owner"), "verify_key": "00", "flags": 0,
-            "team": None, "summary": "", "rpc_origins": [],
-        })
+        return _json(
+            {
+                "id": APP_ID,
+                "name": "agent-bridge",
+                "icon": None,
+                "description": "",
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "owner": _user("999", "owner"),
+                "verify_key": "00",
+                "flags": 0,
+                "team": None,
+                "summary": "",
+                "rpc_origins": [],
+            }
+        )
 
     async def _put_commands(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return self._error(401, 0, "401: Unauthorized")
         commands = await request.json()
         guild = request.match_info.get("guild")
-        stored = [{**c, "id": str(next(self.ids)), "application_id": APP_ID, "version": "1", **({"guild_id": guild} if guild else {})} for c in commands]
+        stored = [
+            {
+                **c,
+                "id": str(next(self.ids)),
+                "application_id": APP_ID,
+                "version": "1",
+                **({"guild_id": guild} if guild else {}),
+            }
+            for c in commands
+        ]
         self.commands[guild] = stored
         return _json(stored)
 
@@ -410,8 +604,11 @@ class FakeDiscord:
             if kind == 4 and (problem := self._invalid(data)):
                 return self._error(400, 50035, f"Invalid Form Body: {problem}")
             message = self._message(
-                interaction.channel_id, BOT_USER, data.get("content", "") if kind == 4 else "",
-                flags=(128 if kind == 5 else 0) | (64 if interaction.ephemeral else 0), interaction_token=interaction.token,
+                interaction.channel_id,
+                BOT_USER,
+                data.get("content", "") if kind == 4 else "",
+                flags=(128 if kind == 5 else 0) | (64 if interaction.ephemeral else 0),
+                interaction_token=interaction.token,
             )
             interaction.original = message["id"]
         return web.Response(status=204)
@@ -427,7 +624,12 @@ class FakeDiscord:
             return self._error(400, 50035, f"Invalid Form Body: {problem}")
         if limited := self._limited("post", found.channel_id):
             return limited
-        message = self._message(found.channel_id, BOT_USER, body.get("content", ""), interaction_token=found.token)
+        message = self._message(
+            found.channel_id,
+            BOT_USER,
+            body.get("content", ""),
+            interaction_token=found.token,
+        )
         message.update({k: body[k] for k in ("embeds", "components") if k in body})
         return _json(message)
 
@@ -449,7 +651,9 @@ class FakeDiscord:
         if request.method != "PATCH":
             return self._error(405, 0, "405: Method Not Allowed")
         body = await request.json()
-        if problem := self._invalid({**{k: message[k] for k in ("content", "embeds", "components")}, **body}):
+        if problem := self._invalid(
+            {**{k: message[k] for k in ("content", "embeds", "components")}, **body}
+        ):
             return self._error(400, 50035, f"Invalid Form Body: {problem}")
         if limited := self._limited("edit", found.channel_id):
             return limited
@@ -474,26 +678,35 @@ class FakeDiscord:
         if limited := self._limited("post", bucket):
             return limited
         reference = body.get("message_reference")
-        message = self._message(channel_id, BOT_USER, body.get("content", ""), message_reference=reference)
+        message = self._message(
+            channel_id, BOT_USER, body.get("content", ""), message_reference=reference
+        )
         message.update({k: body[k] for k in ("embeds", "components") if k in body})
         return _json(message)
 
     async def _channel_message(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return self._error(401, 0, "401: Unauthorized")
-        channel_id, message_id = request.match_info["channel"], request.match_info["message"]
+        channel_id, message_id = (
+            request.match_info["channel"],
+            request.match_info["message"],
+        )
         message = self.messages.get(message_id)
         if message is None or message["channel_id"] != channel_id:
             return self._error(404, 10008, "Unknown Message")
         if message["author"]["id"] != BOT_ID:
-            return self._error(403, 50005, "Cannot edit a message authored by another user")
+            return self._error(
+                403, 50005, "Cannot edit a message authored by another user"
+            )
         if request.method == "DELETE":
             del self.messages[message_id]
             return web.Response(status=204)
         if request.method != "PATCH":
             return self._error(405, 0, "405: Method Not Allowed")
         body = await request.json()
-        if problem := self._invalid({**{k: message[k] for k in ("content", "embeds", "components")}, **body}):
+        if problem := self._invalid(
+            {**{k: message[k] for k in ("content", "embeds", "components")}, **body}
+        ):
             return self._error(400, 50035, f"Invalid Form Body: {problem}")
         bucket = self.channels.get(channel_id, {}).get("parent_id") or channel_id
         if limited := self._limited("edit", bucket):
@@ -504,23 +717,50 @@ class FakeDiscord:
     async def _start_thread(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return self._error(401, 0, "401: Unauthorized")
-        channel_id, message_id = request.match_info["channel"], request.match_info["message"]
-        if message_id not in self.messages or self.messages[message_id]["channel_id"] != channel_id:
+        channel_id, message_id = (
+            request.match_info["channel"],
+            request.match_info["message"],
+        )
+        if (
+            message_id not in self.messages
+            or self.messages[message_id]["channel_id"] != channel_id
+        ):
             return self._error(404, 10008, "Unknown Message")
         if message_id in self.channels:
-            return self._error(400, 160004, "A thread has already been created for this message")
+            return self._error(
+                400, 160004, "A thread has already been created for this message"
+            )
         body = await request.json()
         name = body.get("name", "")
         if not 1 <= len(name) <= 100:
-            return self._error(400, 50035, "Invalid Form Body: name must be between 1 and 100 in length")
+            return self._error(
+                400,
+                50035,
+                "Invalid Form Body: name must be between 1 and 100 in length",
+            )
         thread = {
-            "id": message_id, "type": 11, "guild_id": GUILD_ID, "parent_id": channel_id, "name": name, "owner_id": BOT_ID,
-            "last_message_id": None, "rate_limit_per_user": 0, "message_count": 0, "member_count": 1, "flags": 0,
-            "thread_metadata": {"archived": False, "auto_archive_duration": body.get("auto_archive_duration", 1440),
-                                "archive_timestamp": "2024-01-01T00:00:00+00:00", "locked": False},
+            "id": message_id,
+            "type": 11,
+            "guild_id": GUILD_ID,
+            "parent_id": channel_id,
+            "name": name,
+            "owner_id": BOT_ID,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "message_count": 0,
+            "member_count": 1,
+            "flags": 0,
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": body.get("auto_archive_duration", 1440),
+                "archive_timestamp": "2024-01-01T00:00:00+00:00",
+                "locked": False,
+            },
         }
         self.channels[message_id] = thread
-        await self._dispatch("THREAD_CREATE", {**thread, "newly_created": True}, GUILD_ID)
+        await self._dispatch(
+            "THREAD_CREATE", {**thread, "newly_created": True}, GUILD_ID
+        )
         return _json(thread, status=201)
 
     # -- gateway -----------------------------------------------------------------------------------
@@ -528,7 +768,11 @@ class FakeDiscord:
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None}))
+        await ws.send_str(
+            json.dumps(
+                {"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None}
+            )
+        )
         session: Session | None = None
         try:
             async for frame in ws:
@@ -537,16 +781,23 @@ class FakeDiscord:
                 payload = json.loads(frame.data)
                 op = payload.get("op")
                 if op == 1:
-                    await ws.send_str(json.dumps({"op": 11, "d": None, "s": None, "t": None}))
+                    await ws.send_str(
+                        json.dumps({"op": 11, "d": None, "s": None, "t": None})
+                    )
                 elif op == 2:
                     data = payload["d"]
                     if data.get("token") != BOT_TOKEN:
                         await ws.close(code=4004, message=b"Authentication failed.")
                         break
-                    if data.get("intents", 0) & MESSAGE_CONTENT_INTENT and not self.message_content_enabled:
+                    if (
+                        data.get("intents", 0) & MESSAGE_CONTENT_INTENT
+                        and not self.message_content_enabled
+                    ):
                         await ws.close(code=4014, message=b"Disallowed intent(s).")
                         break
-                    self.identifies.append({k: v for k, v in data.items() if k != "token"})
+                    self.identifies.append(
+                        {k: v for k, v in data.items() if k != "token"}
+                    )
                     shard = tuple(data.get("shard") or (0, 1))
                     session = Session(ws, (int(shard[0]), int(shard[1])))
                     await self._ready(session)
@@ -560,24 +811,66 @@ class FakeDiscord:
     async def _ready(self, session: Session) -> None:
         shard_id, shards = session.shard
         mine = (int(GUILD_ID) >> 22) % shards == shard_id
-        await session.dispatch("READY", {
-            "v": 10, "user": BOT_USER, "guilds": [{"id": GUILD_ID, "unavailable": True}] if mine else [],
-            "session_id": f"session-{shard_id}", "resume_gateway_url": self.gateway_url, "shard": [shard_id, shards],
-            "application": {"id": APP_ID, "flags": 0}, "private_channels": [], "relationships": [],
-        })
+        await session.dispatch(
+            "READY",
+            {
+                "v": 10,
+                "user": BOT_USER,
+                "guilds": [{"id": GUILD_ID, "unavailable": True}] if mine else [],
+                "session_id": f"session-{shard_id}",
+                "resume_gateway_url": self.gateway_url,
+                "shard": [shard_id, shards],
+                "application": {"id": APP_ID, "flags": 0},
+                "private_channels": [],
+                "relationships": [],
+            },
+        )
         if mine:
             threads = [c for c in self.channels.values() if c["type"] == 11]
-            await session.dispatch("GUILD_CREATE", {
-                "id": GUILD_ID, "name": "Fake guild", "icon": None, "owner_id": "999", "unavailable": False,
-                "member_count": 3, "large": False, "features": [], "emojis": [], "stickers": [], "members": [],
-                "voice_states": [], "presences": [], "stage_instances": [], "guild_scheduled_events": [],
-                "roles": [{"id": GUILD_ID, "name": "@everyone", "permissions": MEMBER_PERMISSIONS, "position": 0,
-                           "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}],
-                "channels": [c for c in self.channels.values() if c["type"] == 0], "threads": threads,
-                "joined_at": "2024-01-01T00:00:00+00:00", "verification_level": 0, "default_message_notifications": 0,
-                "explicit_content_filter": 0, "mfa_level": 0, "nsfw_level": 0, "premium_tier": 0, "preferred_locale": "en-US",
-                "system_channel_flags": 0,
-            })
+            await session.dispatch(
+                "GUILD_CREATE",
+                {
+                    "id": GUILD_ID,
+                    "name": "Fake guild",
+                    "icon": None,
+                    "owner_id": "999",
+                    "unavailable": False,
+                    "member_count": 3,
+                    "large": False,
+                    "features": [],
+                    "emojis": [],
+                    "stickers": [],
+                    "members": [],
+                    "voice_states": [],
+                    "presences": [],
+                    "stage_instances": [],
+                    "guild_scheduled_events": [],
+                    "roles": [
+                        {
+                            "id": GUILD_ID,
+                            "name": "@everyone",
+                            "permissions": MEMBER_PERMISSIONS,
+                            "position": 0,
+                            "color": 0,
+                            "hoist": False,
+                            "managed": False,
+                            "mentionable": False,
+                            "flags": 0,
+                        }
+                    ],
+                    "channels": [c for c in self.channels.values() if c["type"] == 0],
+                    "threads": threads,
+                    "joined_at": "2024-01-01T00:00:00+00:00",
+                    "verification_level": 0,
+                    "default_message_notifications": 0,
+                    "explicit_content_filter": 0,
+                    "mfa_level": 0,
+                    "nsfw_level": 0,
+                    "premium_tier": 0,
+                    "preferred_locale": "en-US",
+                    "system_channel_flags": 0,
+                },
+            )
 
 
 @asynccontextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,8 +25,12 @@ from tests.discord_fake import (
 
 
 @contextlib.asynccontextmanager
-async def serving(fake: FakeDiscord, bridge, **overrides: Any) -> AsyncIterator[DiscordPlatform]:
-    settings = load_discord_settings(discord_bot_token=BOT_TOKEN, discord_api_url=fake.api_url, **overrides)
+async def serving(
+    fake: FakeDiscord, bridge, **overrides: Any
+) -> AsyncIterator[DiscordPlatform]:
+    settings = load_discord_settings(
+        discord_bot_token=BOT_TOKEN, discord_api_url=fake.api_url, **overrides
+    )
     platform = DiscordPlatform(settings, guild_ready_timeout=0.05)
     fake.platform = platform  # type: ignore[attr-defined]
     stop = asyncio.Event()
@@ -56,11 +59,18 @@ def prompt(text: str) -> list[dict[str, Any]]:
 
 def final(message: dict[str, Any] | None) -> bool:
     """A reply message in its final state: real text or embeds, and no Stop button."""
-    return bool(message) and not message["components"] and message["content"] != "" and not message["flags"] & 128
+    return (
+        bool(message)
+        and not message["components"]
+        and message["content"] != ""
+        and not message["flags"] & 128
+    )
 
 
 async def replies(bridge, channel: str = CHANNEL_ID):
-    return await bridge.store.recent_replies(ThreadKey("discord", GUILD_ID, channel, ""), whole_channel=True)
+    return await bridge.store.recent_replies(
+        ThreadKey("discord", GUILD_ID, channel, ""), whole_channel=True
+    )
 
 
 async def settled(fake: FakeDiscord, platform: DiscordPlatform | None = None) -> None:
@@ -75,25 +85,43 @@ async def settled(fake: FakeDiscord, platform: DiscordPlatform | None = None) ->
 
 async def upstream_text(bridge, message: str) -> str:
     agent_id = bridge.settings.agent_default_id
-    return "".join([e.text async for e in bridge.agent.stream(agent_id, message) if isinstance(e, TextDelta)])
+    return "".join(
+        [
+            e.text
+            async for e in bridge.agent.stream(agent_id, message)
+            if isinstance(e, TextDelta)
+        ]
+    )
 
 
 async def ask_and_wait(fake: FakeDiscord, text: str, **kwargs: Any) -> dict[str, Any]:
     interaction = await fake.send_slash("ask", prompt(text), **kwargs)
     await fake.wait_for(lambda: interaction.original)
-    return await fake.wait_for(lambda: final(fake.messages.get(interaction.original)) and fake.messages[interaction.original])
+    return await fake.wait_for(
+        lambda: (
+            final(fake.messages.get(interaction.original))
+            and fake.messages[interaction.original]
+        )
+    )
 
 
 async def test_ask_defers_then_streams_into_the_response(fake, bridge):
     async with serving(fake, bridge):
         interaction = await fake.send_slash("ask", prompt("hello there"))
-        message = await fake.wait_for(lambda: final(fake.messages.get(interaction.original or "")) and fake.messages[interaction.original])
+        message = await fake.wait_for(
+            lambda: (
+                final(fake.messages.get(interaction.original or ""))
+                and fake.messages[interaction.original]
+            )
+        )
         await settled(fake)
     assert interaction.responded == 5  # deferred ("thinking")
     expected = await upstream_text(bridge, "hello there")
     assert message["content"] == expected
     assert fake.count("PATCH", "/webhooks/") >= 1
-    assert fake.count("POST", "/channels/") == 0  # everything went through the interaction
+    assert (
+        fake.count("POST", "/channels/") == 0
+    )  # everything went through the interaction
     # While streaming, the message carried the Stop button.
     assert any(state["components"] for state in message["history"] if state["content"])
     assert [r.status for r in await replies(bridge)] == ["done"]
@@ -104,7 +132,11 @@ async def test_a_reply_over_2000_characters_continues_in_follow_ups(fake, bridge
         interaction = await fake.send_slash("ask", prompt("tell me something long"))
         await fake.wait_for(lambda: interaction.original)
         await settled(fake)
-    ours = [m for m in fake.in_channel(CHANNEL_ID) if m.get("interaction_token") == interaction.token]
+    ours = [
+        m
+        for m in fake.in_channel(CHANNEL_ID)
+        if m.get("interaction_token") == interaction.token
+    ]
     assert ours[0]["id"] == interaction.original and len(ours) >= 3
     assert all(len(m["content"]) <= 2000 for m in ours)
     assert all(not m["components"] for m in ours)  # no Stop button left anywhere
@@ -115,7 +147,9 @@ async def test_a_reply_over_2000_characters_continues_in_follow_ups(fake, bridge
     for message in ours:  # every message renders its code fences balanced
         assert message["content"].count("```") % 2 == 0
     (record,) = await replies(bridge)
-    assert record.status == "done" and list(record.message_ids) == [m["id"] for m in ours]
+    assert record.status == "done" and list(record.message_ids) == [
+        m["id"] for m in ours
+    ]
 
 
 async def test_tool_calls_and_sources_become_embeds(fake, bridge):
@@ -142,63 +176,128 @@ async def test_an_agent_error_is_a_red_embed_and_keeps_the_text(fake, bridge):
     assert fields["Error code"].strip("`") and fields["Trace id"].strip("`")
     assert message["content"].startswith("You said")  # the text before the error stays
     (record,) = await replies(bridge)
-    assert record.status == "failed" and record.error_code and record.trace_id == fields["Trace id"].strip("`")
+    assert (
+        record.status == "failed"
+        and record.error_code
+        and record.trace_id == fields["Trace id"].strip("`")
+    )
 
 
 async def test_admin_binds_a_channel_and_a_member_is_refused(fake, bridge, agent_ids):
-    agent, other = agent_ids
+    _, other = agent_ids
     async with serving(fake, bridge):
         refused = await fake.send_slash(
-            "agent", [{"name": "bind", "type": 1, "options": [{"name": "agent_id", "type": 3, "value": other}]}]
+            "agent",
+            [
+                {
+                    "name": "bind",
+                    "type": 1,
+                    "options": [{"name": "agent_id", "type": 3, "value": other}],
+                }
+            ],
         )
-        answer = await fake.wait_for(lambda: final(fake.messages.get(refused.original or "")) and fake.messages[refused.original])
+        answer = await fake.wait_for(
+            lambda: (
+                final(fake.messages.get(refused.original or ""))
+                and fake.messages[refused.original]
+            )
+        )
         assert refused.ephemeral and "only" in answer["content"].lower()
         assert await bridge.store.get_binding("discord", GUILD_ID, CHANNEL_ID) is None
 
         allowed = await fake.send_slash(
             "agent",
-            [{"name": "bind", "type": 1, "options": [
-                {"name": "agent_id", "type": 3, "value": other}, {"name": "new_thread", "type": 5, "value": True}]}],
+            [
+                {
+                    "name": "bind",
+                    "type": 1,
+                    "options": [
+                        {"name": "agent_id", "type": 3, "value": other},
+                        {"name": "new_thread", "type": 5, "value": True},
+                    ],
+                }
+            ],
             permissions=ADMIN_PERMISSIONS,
         )
-        answer = await fake.wait_for(lambda: final(fake.messages.get(allowed.original or "")) and fake.messages[allowed.original])
+        answer = await fake.wait_for(
+            lambda: (
+                final(fake.messages.get(allowed.original or ""))
+                and fake.messages[allowed.original]
+            )
+        )
         assert allowed.ephemeral and other in answer["content"]
         binding = await bridge.store.get_binding("discord", GUILD_ID, CHANNEL_ID)
         assert binding.agent_id == other and binding.options == {"new_thread": True}
 
         bad = await fake.send_slash(
-            "agent", [{"name": "bind", "type": 1, "options": [{"name": "agent_id", "type": 3, "value": "not an id"}]}],
+            "agent",
+            [
+                {
+                    "name": "bind",
+                    "type": 1,
+                    "options": [{"name": "agent_id", "type": 3, "value": "not an id"}],
+                }
+            ],
             permissions=ADMIN_PERMISSIONS,
         )
-        answer = await fake.wait_for(lambda: final(fake.messages.get(bad.original or "")) and fake.messages[bad.original])
+        answer = await fake.wait_for(
+            lambda: (
+                final(fake.messages.get(bad.original or ""))
+                and fake.messages[bad.original]
+            )
+        )
         assert "not a valid agent id" in answer["content"]
     audit = await bridge.store.recent_audit(platform="discord")
     assert {"refused.bind", "binding.set"} <= {entry.action for entry in audit}
 
 
-async def test_mention_opens_a_thread_and_the_thread_continues_without_mention(fake, bridge, agent_ids):
+async def test_mention_opens_a_thread_and_the_thread_continues_without_mention(
+    fake, bridge, agent_ids
+):
     agent, _ = agent_ids
-    await bridge.store.bind("discord", GUILD_ID, CHANNEL_ID, agent, "admin", options={"new_thread": True})
+    await bridge.store.bind(
+        "discord", GUILD_ID, CHANNEL_ID, agent, "admin", options={"new_thread": True}
+    )
     async with serving(fake, bridge, discord_message_content=True):
-        question = await fake.send_message("What is the shipping policy?", mention_bot=True)
+        question = await fake.send_message(
+            "What is the shipping policy?", mention_bot=True
+        )
         thread_id = question["id"]
-        first = await fake.wait_for(lambda: [m for m in fake.posted(thread_id) if final(m)])
+        first = await fake.wait_for(
+            lambda: [m for m in fake.posted(thread_id) if final(m)]
+        )
         assert fake.channels[thread_id]["name"] == "What is the shipping policy?"
         assert "message #1" in first[0]["content"]
         await settled(fake)
-        conversation = await bridge.store.get_conversation(ThreadKey("discord", GUILD_ID, CHANNEL_ID, thread_id))
+        conversation = await bridge.store.get_conversation(
+            ThreadKey("discord", GUILD_ID, CHANNEL_ID, thread_id)
+        )
         assert conversation.conversation_id
 
-        await fake.send_message("And what about returns?", channel_id=thread_id)  # no mention
-        second = await fake.wait_for(lambda: [m for m in fake.posted(thread_id) if final(m) and m is not first[0]])
+        await fake.send_message(
+            "And what about returns?", channel_id=thread_id
+        )  # no mention
+        second = await fake.wait_for(
+            lambda: [
+                m for m in fake.posted(thread_id) if final(m) and m is not first[0]
+            ]
+        )
         assert "message #2" in second[0]["content"]
-        assert "What is the shipping policy?" in second[0]["content"]  # the agent remembers the thread
+        assert (
+            "What is the shipping policy?" in second[0]["content"]
+        )  # the agent remembers the thread
         await settled(fake)
-        again = await bridge.store.get_conversation(ThreadKey("discord", GUILD_ID, CHANNEL_ID, thread_id))
+        again = await bridge.store.get_conversation(
+            ThreadKey("discord", GUILD_ID, CHANNEL_ID, thread_id)
+        )
         assert again.conversation_id == conversation.conversation_id
 
-        await fake.send_message("just chatting, not for the bot")  # top-level, no mention
-        await fake.send_message("ping", mention_bot=True)  # a mention that is answered, for ordering
+        await fake.send_message(
+            "just chatting, not for the bot"
+        )  # top-level, no mention
+        await fake.send_message(
+            "ping", mention_bot=True
+        )  # a mention that is answered, for ordering
         await fake.wait_for(lambda: len(fake.channels) == 4)  # its own new thread
         await settled(fake)
     assert not fake.posted(CHANNEL_ID)
@@ -207,51 +306,97 @@ async def test_mention_opens_a_thread_and_the_thread_continues_without_mention(f
 async def test_mention_without_thread_option_replies_in_the_channel(fake, bridge):
     async with serving(fake, bridge):
         question = await fake.send_message("hello bot", mention_bot=True)
-        (reply,) = await fake.wait_for(lambda: [m for m in fake.posted(CHANNEL_ID) if final(m)])
+        (reply,) = await fake.wait_for(
+            lambda: [m for m in fake.posted(CHANNEL_ID) if final(m)]
+        )
         await settled(fake)
     assert reply["message_reference"]["message_id"] == question["id"]
-    assert reply["content"].startswith("You said: “hello bot”")  # the mention itself is not part of the question
+    assert reply["content"].startswith(
+        "You said: “hello bot”"
+    )  # the mention itself is not part of the question
 
 
-async def test_dms_are_answered_and_other_bots_only_when_allowed(fake, bridge, agent_ids):
+async def test_dms_are_answered_and_other_bots_only_when_allowed(
+    fake, bridge, agent_ids
+):
     from tests.discord_fake import _user
 
     async with serving(fake, bridge):
         person = _user("555", "dm-person")
         dm = fake.dm_channel(person)
-        await fake.send_message("hi in private", channel_id=dm, author=person, guild_id=None)
+        await fake.send_message(
+            "hi in private", channel_id=dm, author=person, guild_id=None
+        )
         await fake.wait_for(lambda: [m for m in fake.posted(dm) if final(m)])
 
         robot = _user("666", "other-bot", bot=True)
         await fake.send_message("robot asks", mention_bot=True, author=robot)
-        await fake.send_message("hello from me", mention_bot=True, author=_user("111", "agent-bridge", bot=True))
+        await fake.send_message(
+            "hello from me",
+            mention_bot=True,
+            author=_user("111", "agent-bridge", bot=True),
+        )
         await asyncio.sleep(0.5)
         await settled(fake)
         assert not fake.posted(CHANNEL_ID)
 
-        await bridge.store.bind("discord", GUILD_ID, CHANNEL_ID, agent_ids[0], "admin", options={"allow_bots": True})
+        await bridge.store.bind(
+            "discord",
+            GUILD_ID,
+            CHANNEL_ID,
+            agent_ids[0],
+            "admin",
+            options={"allow_bots": True},
+        )
         await fake.send_message("robot asks again", mention_bot=True, author=robot)
         await fake.wait_for(lambda: [m for m in fake.posted(CHANNEL_ID) if final(m)])
         await settled(fake)
 
 
-async def test_without_the_content_intent_thread_follow_ups_need_a_mention(fake, bridge, agent_ids):
-    await bridge.store.bind("discord", GUILD_ID, CHANNEL_ID, agent_ids[0], "admin", options={"new_thread": True})
+async def test_without_the_content_intent_thread_follow_ups_need_a_mention(
+    fake, bridge, agent_ids
+):
+    await bridge.store.bind(
+        "discord",
+        GUILD_ID,
+        CHANNEL_ID,
+        agent_ids[0],
+        "admin",
+        options={"new_thread": True},
+    )
     async with serving(fake, bridge):
         question = await fake.send_message("first question", mention_bot=True)
         thread_id = question["id"]
         await fake.wait_for(lambda: [m for m in fake.posted(thread_id) if final(m)])
         await settled(fake)
-        await fake.send_message("a follow-up Discord delivers without its text", channel_id=thread_id)
-        await fake.send_message("second question", channel_id=thread_id, mention_bot=True)
-        replies_now = await fake.wait_for(lambda: len([m for m in fake.posted(thread_id) if final(m)]) == 2 and fake.posted(thread_id))
+        await fake.send_message(
+            "a follow-up Discord delivers without its text", channel_id=thread_id
+        )
+        await fake.send_message(
+            "second question", channel_id=thread_id, mention_bot=True
+        )
+        replies_now = await fake.wait_for(
+            lambda: (
+                len([m for m in fake.posted(thread_id) if final(m)]) == 2
+                and fake.posted(thread_id)
+            )
+        )
         await settled(fake)
-    assert "message #2" in replies_now[1]["content"] and "second question" in replies_now[1]["content"]
-    assert len(fake.posted(thread_id)) == 2  # the blank follow-up got no "your message was empty" reply
+    assert (
+        "message #2" in replies_now[1]["content"]
+        and "second question" in replies_now[1]["content"]
+    )
+    assert (
+        len(fake.posted(thread_id)) == 2
+    )  # the blank follow-up got no "your message was empty" reply
 
 
 async def test_an_unbound_channel_is_told_how_to_bind(bridge_factory):
-    async with bridge_factory(agent_default_id=None) as bridge, running_fake_discord() as fake, serving(fake, bridge):
+    async with (
+        bridge_factory(agent_default_id=None) as bridge,
+        running_fake_discord() as fake,
+        serving(fake, bridge),
+    ):
         message = await ask_and_wait(fake, "anyone there?")
         await settled(fake)
     assert "/agent bind <agent-id>" in message["content"] and not message["components"]

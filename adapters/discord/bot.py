@@ -14,7 +14,13 @@ from typing import Any
 import discord
 
 from adapters.discord.commands import build_tree
-from adapters.discord.places import Place, guild_id_of, place_of, thread_name, without_mentions_of
+from adapters.discord.places import (
+    Place,
+    guild_id_of,
+    place_of,
+    thread_name,
+    without_mentions_of,
+)
 from adapters.discord.rest import DiscordRest
 from adapters.discord.settings import DiscordSettings
 from adapters.discord.surface import DiscordSurface, InteractionHandle, parse_stop_id
@@ -28,18 +34,28 @@ log = logging.getLogger("adapters.discord.bot")
 
 DEFERRED_MESSAGE, DEFERRED_UPDATE, MESSAGE = 5, 6, 4
 EPHEMERAL = 1 << 6
-DM_BIND_HINT = "agent-bridge bind --platform discord --workspace dm --channel {channel} AGENT_ID"
+DM_BIND_HINT = (
+    "agent-bridge bind --platform discord --workspace dm --channel {channel} AGENT_ID"
+)
 
 
 class DiscordBridge:
     """Wires one discord.py client to the bridge's relay and admin commands."""
 
-    def __init__(self, client: discord.Client, bridge: Bridge, settings: DiscordSettings, rest: DiscordRest) -> None:
+    def __init__(
+        self,
+        client: discord.Client,
+        bridge: Bridge,
+        settings: DiscordSettings,
+        rest: DiscordRest,
+    ) -> None:
         self.client = client
         self.bridge = bridge
         self.settings = settings
         self.rest = rest
-        self.admin_commands = AdminCommands(bridge.store, bridge.agent.validate_agent_id, command="/agent")
+        self.admin_commands = AdminCommands(
+            bridge.store, bridge.agent.validate_agent_id, command="/agent"
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self.tree = build_tree(client, self)
         client.event(self.on_message)
@@ -77,7 +93,9 @@ class DiscordBridge:
         except SurfaceError as exc:
             log.warning("could not acknowledge /ask %s: %s", interaction.id, exc)
             return
-        place = place_of(self._channel(interaction), interaction.guild_id, f"ask-{interaction.id}")
+        place = place_of(
+            self._channel(interaction), interaction.guild_id, f"ask-{interaction.id}"
+        )
         handle = InteractionHandle(
             str(interaction.id),
             interaction.token,
@@ -85,13 +103,22 @@ class DiscordBridge:
             received + self.settings.discord_interaction_deadline,
         )
         surface = self._surface(place, str(interaction.user.id), interaction=handle)
-        inbound = Inbound(place.key, str(interaction.user.id), prompt, f"interaction:{interaction.id}")
-        self.spawn(self.bridge.relay.handle(inbound, surface), f"discord /ask {interaction.id}")
+        inbound = Inbound(
+            place.key, str(interaction.user.id), prompt, f"interaction:{interaction.id}"
+        )
+        self.spawn(
+            self.bridge.relay.handle(inbound, surface), f"discord /ask {interaction.id}"
+        )
 
     async def admin(self, interaction: discord.Interaction, text: str) -> None:
         """Ephemeral answers; permission re-checked here, whatever the client showed."""
         try:
-            await self.rest.respond(interaction.id, interaction.token, DEFERRED_MESSAGE, {"flags": EPHEMERAL})
+            await self.rest.respond(
+                interaction.id,
+                interaction.token,
+                DEFERRED_MESSAGE,
+                {"flags": EPHEMERAL},
+            )
         except SurfaceError as exc:
             log.warning("could not acknowledge /agent %s: %s", interaction.id, exc)
             return
@@ -102,11 +129,16 @@ class DiscordBridge:
             permissions = interaction.permissions
             is_admin = permissions.manage_channels or permissions.administrator
             # `<@id>` shows as the member's name in /agent status, and never pings (no allowed mentions).
-            request = AdminRequest(place.key, f"<@{interaction.user.id}>", is_admin, text)
+            request = AdminRequest(
+                place.key, f"<@{interaction.user.id}>", is_admin, text
+            )
             answer = (await self.admin_commands.run(request)).text
         try:
             await self.rest.webhook(
-                "PATCH", interaction.application_id, interaction.token, "@original",
+                "PATCH",
+                interaction.application_id,
+                interaction.token,
+                "@original",
                 {"content": answer[:2000], "allowed_mentions": {"parse": []}},
             )
         except SurfaceError as exc:
@@ -115,18 +147,27 @@ class DiscordBridge:
     # -- buttons -----------------------------------------------------------------------------
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        if interaction.type is not discord.InteractionType.component or not isinstance(interaction.data, dict):
+        if interaction.type is not discord.InteractionType.component or not isinstance(
+            interaction.data, dict
+        ):
             return
         parsed = parse_stop_id(str(interaction.data.get("custom_id", "")))
         if parsed is None:
             return
         asker, key = parsed
-        allowed = str(interaction.user.id) == asker or interaction.permissions.manage_messages
+        allowed = (
+            str(interaction.user.id) == asker or interaction.permissions.manage_messages
+        )
         try:
             if not allowed:
                 await self.rest.respond(
-                    interaction.id, interaction.token, MESSAGE,
-                    {"content": "Only the person who asked (or someone who can manage messages) can stop this answer.", "flags": EPHEMERAL},
+                    interaction.id,
+                    interaction.token,
+                    MESSAGE,
+                    {
+                        "content": "Only the person who asked (or someone who can manage messages) can stop this answer.",
+                        "flags": EPHEMERAL,
+                    },
                 )
                 return
             await self.rest.respond(interaction.id, interaction.token, DEFERRED_UPDATE)
@@ -148,7 +189,9 @@ class DiscordBridge:
         place = place_of(message.channel, guild_id, str(message.id))
         binding = None
         if guild_id is not None:
-            binding = await self.bridge.store.get_binding(place.key.platform, place.key.workspace, place.key.channel)
+            binding = await self.bridge.store.get_binding(
+                place.key.platform, place.key.workspace, place.key.channel
+            )
         options = binding.options if binding is not None else None
         if message.author.bot and not binding_flag(options, "allow_bots"):
             return
@@ -157,27 +200,48 @@ class DiscordBridge:
             # messages that don't mention the bot, so follow-ups in its threads need a mention.
             if not self.settings.discord_message_content:
                 return
-            bot_thread = isinstance(message.channel, discord.Thread) and message.channel.owner_id == me.id
+            bot_thread = (
+                isinstance(message.channel, discord.Thread)
+                and message.channel.owner_id == me.id
+            )
             if not bot_thread or binding_flag(options, "require_mention"):
                 return
         text = without_mentions_of(message.content, me.id)
         reply_to: str | None = str(message.id) if mentioned else None
-        if guild_id is not None and not place.in_thread and binding_flag(options, "new_thread"):
+        if (
+            guild_id is not None
+            and not place.in_thread
+            and binding_flag(options, "new_thread")
+        ):
             place, reply_to = await self._into_new_thread(message, place, text)
         surface = self._surface(place, str(message.author.id), reply_to=reply_to)
-        inbound = Inbound(place.key, str(message.author.id), text, f"message:{message.id}")
-        self.spawn(self.bridge.relay.handle(inbound, surface), f"discord message {message.id}")
+        inbound = Inbound(
+            place.key, str(message.author.id), text, f"message:{message.id}"
+        )
+        self.spawn(
+            self.bridge.relay.handle(inbound, surface), f"discord message {message.id}"
+        )
 
-    async def _into_new_thread(self, message: discord.Message, place: Place, text: str) -> tuple[Place, str | None]:
+    async def _into_new_thread(
+        self, message: discord.Message, place: Place, text: str
+    ) -> tuple[Place, str | None]:
         """Start a thread from the question; on refusal, answer in the channel instead."""
         name = thread_name(text, f"Question from {message.author.display_name}")
         try:
-            thread = await self.rest.start_thread(place.post_channel, str(message.id), name)
+            thread = await self.rest.start_thread(
+                place.post_channel, str(message.id), name
+            )
         except SurfaceError as exc:
-            log.warning("could not start a thread in %s (%s); answering in the channel", place.key, exc)
+            log.warning(
+                "could not start a thread in %s (%s); answering in the channel",
+                place.key,
+                exc,
+            )
             return place, str(message.id)
         thread_id = str(thread["id"])
-        key = ThreadKey(place.key.platform, place.key.workspace, place.key.channel, thread_id)
+        key = ThreadKey(
+            place.key.platform, place.key.workspace, place.key.channel, thread_id
+        )
         return Place(key, thread_id, True), None
 
     @staticmethod
@@ -186,10 +250,20 @@ class DiscordBridge:
         return interaction.channel or discord.Object(id=interaction.channel_id or 0)
 
     def _surface(
-        self, place: Place, asker: str, *, interaction: InteractionHandle | None = None, reply_to: str | None = None
+        self,
+        place: Place,
+        asker: str,
+        *,
+        interaction: InteractionHandle | None = None,
+        reply_to: str | None = None,
     ) -> DiscordSurface:
         hint = DM_BIND_HINT if place.key.workspace == "dm" else "/agent bind <agent-id>"
         return DiscordSurface(
-            self.rest, place.post_channel, thread=place.key, asker=asker,
-            interaction=interaction, reply_to=reply_to, bind_hint=hint,
+            self.rest,
+            place.post_channel,
+            thread=place.key,
+            asker=asker,
+            interaction=interaction,
+            reply_to=reply_to,
+            bind_hint=hint,
         )

@@ -14,7 +14,10 @@ from adapters.discord.settings import DiscordSettings, load_discord_settings
 from bridge.config import ConfigError
 from bridge.surface import SurfaceError
 
-app = typer.Typer(help="Discord: register the slash commands, print the invite URL.", no_args_is_help=True)
+app = typer.Typer(
+    help="Discord: register the slash commands, print the invite URL.",
+    no_args_is_help=True,
+)
 
 BOT_PERMISSIONS = discord.Permissions(
     view_channel=True,
@@ -44,7 +47,10 @@ class _RegistrationOnly:
 
     async def _decline(self, interaction: discord.Interaction) -> None:
         await self.rest.respond(
-            interaction.id, interaction.token, 4, {"content": "The bridge is not serving right now.", "flags": 64}
+            interaction.id,
+            interaction.token,
+            4,
+            {"content": "The bridge is not serving right now.", "flags": 64},
         )
 
 
@@ -55,7 +61,10 @@ def _settings() -> DiscordSettings:
         typer.echo(f"Configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
     if not settings.token:
-        typer.echo("DISCORD_BOT_TOKEN is not set: copy the token from the Developer Portal's Bot page.", err=True)
+        typer.echo(
+            "DISCORD_BOT_TOKEN is not set: copy the token from the Developer Portal's Bot page.",
+            err=True,
+        )
         raise typer.Exit(2)
     return settings
 
@@ -81,24 +90,37 @@ async def invite_url(settings: DiscordSettings) -> str:
     if application_id is None:
         async with DiscordRest(settings.api_url, settings.token) as rest:
             application_id = await rest.application_id()
-    return discord.utils.oauth_url(application_id, permissions=BOT_PERMISSIONS, scopes=SCOPES)
+    return discord.utils.oauth_url(
+        application_id, permissions=BOT_PERMISSIONS, scopes=SCOPES
+    )
 
 
 @app.command("sync-commands")
 def sync_commands(
-    guild: int = typer.Option(None, "--guild", help="Register in this guild only (appears at once; good for testing)."),
+    guild: int = typer.Option(
+        None,
+        "--guild",
+        help="Register in this guild only (appears at once; good for testing).",
+    ),
 ) -> None:
     """Register /ask and /agent with Discord."""
     settings = _settings()
     try:
         names = asyncio.run(sync(settings, guild))
     except discord.LoginFailure:
-        typer.echo("DISCORD_BOT_TOKEN was refused by Discord: reset it on the Bot page and update it.", err=True)
+        typer.echo(
+            "DISCORD_BOT_TOKEN was refused by Discord: reset it on the Bot page and update it.",
+            err=True,
+        )
         raise typer.Exit(1) from None
     except (discord.HTTPException, OSError) as exc:
         typer.echo(f"Could not register the commands: {exc}", err=True)
         raise typer.Exit(1) from None
-    where = f"guild {guild}" if guild else "all guilds (global commands can take up to an hour to appear)"
+    where = (
+        f"guild {guild}"
+        if guild
+        else "all guilds (global commands can take up to an hour to appear)"
+    )
     typer.echo(f"Registered {', '.join('/' + n for n in names)} for {where}.")
 
 
@@ -109,5 +131,8 @@ def print_invite_url() -> None:
     try:
         typer.echo(asyncio.run(invite_url(settings)))
     except SurfaceError as exc:
-        typer.echo(f"Could not read the application id ({exc}); set DISCORD_APPLICATION_ID.", err=True)
+        typer.echo(
+            f"Could not read the application id ({exc}); set DISCORD_APPLICATION_ID.",
+            err=True,
+        )
         raise typer.Exit(1) from None

@@ -23,10 +23,14 @@ class CommandHandler(Protocol):
         """`text` is the core's admin command line, e.g. `bind <agent-id> new_thread=yes`."""
 
 
-def build_tree(client: discord.Client, handler: CommandHandler) -> app_commands.CommandTree:
+def build_tree(
+    client: discord.Client, handler: CommandHandler
+) -> app_commands.CommandTree:
     tree: app_commands.CommandTree = app_commands.CommandTree(client)
 
-    @app_commands.command(name="ask", description="Ask the agent; the answer streams in here.")
+    @app_commands.command(
+        name="ask", description="Ask the agent; the answer streams in here."
+    )
     @app_commands.describe(prompt="What you want to ask")
     async def ask(interaction: discord.Interaction, prompt: str) -> None:
         await handler.ask(interaction, prompt)
@@ -35,7 +39,9 @@ def build_tree(client: discord.Client, handler: CommandHandler) -> app_commands.
         name="agent",
         description="Bind this channel to an agent (needs Manage Channels)",
         guild_only=True,  # the older `dm_permission: false`
-        allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=False, private_channel=False),
+        allowed_contexts=app_commands.AppCommandContext(
+            guild=True, dm_channel=False, private_channel=False
+        ),
         default_permissions=MANAGE_CHANNELS,
     )
 
@@ -54,7 +60,11 @@ def build_tree(client: discord.Client, handler: CommandHandler) -> app_commands.
         require_mention: bool | None = None,
     ) -> None:
         words = ["bind", shlex.quote(agent_id)]
-        for name, value in (("new_thread", new_thread), ("allow_bots", allow_bots), ("require_mention", require_mention)):
+        for name, value in (
+            ("new_thread", new_thread),
+            ("allow_bots", allow_bots),
+            ("require_mention", require_mention),
+        ):
             if value is not None:
                 words.append(f"{name}={'yes' if value else 'no'}")
         await handler.admin(interaction, " ".join(words))
@@ -63,7 +73,9 @@ def build_tree(client: discord.Client, handler: CommandHandler) -> app_commands.
     async def unbind(interaction: discord.Interaction) -> None:
         await handler.admin(interaction, "unbind")
 
-    @agent.command(name="status", description="Binding, conversation, recent usage and errors")
+    @agent.command(
+        name="status", description="Binding, conversation, recent usage and errors"
+    )
     async def status(interaction: discord.Interaction) -> None:
         await handler.admin(interaction, "status")
 

@@ -27,7 +27,9 @@ class GatewayFromApi(HTTPClient):
 
     _gateway: yarl.URL | None = None
 
-    async def ws_connect(self, url: str, *, compress: int = 0) -> aiohttp.ClientWebSocketResponse:
+    async def ws_connect(
+        self, url: str, *, compress: int = 0
+    ) -> aiohttp.ClientWebSocketResponse:
         target = yarl.URL(url)
         if target.host == DiscordWebSocket.DEFAULT_GATEWAY.host:
             if self._gateway is None:
@@ -48,7 +50,9 @@ def intents(settings: DiscordSettings) -> discord.Intents:
     return wanted
 
 
-def make_client(settings: DiscordSettings, *, guild_ready_timeout: float = 2.0) -> discord.Client:
+def make_client(
+    settings: DiscordSettings, *, guild_ready_timeout: float = 2.0
+) -> discord.Client:
     """A `Client`, or an `AutoShardedClient` when shards are configured, talking to the configured API."""
     use_api(settings.api_url)
     options: dict[str, object] = {
@@ -61,11 +65,15 @@ def make_client(settings: DiscordSettings, *, guild_ready_timeout: float = 2.0) 
     client: discord.Client
     if settings.sharded:
         client = discord.AutoShardedClient(
-            shard_count=settings.discord_shard_count, shard_ids=list(settings.shard_ids) or None, **options
+            shard_count=settings.discord_shard_count,
+            shard_ids=list(settings.shard_ids) or None,
+            **options,
         )
     else:
         client = discord.Client(**options)
     http = GatewayFromApi(client.loop)
     client.http = http
-    client._connection.http = http  # the state made its own reference during Client.__init__
+    client._connection.http = (
+        http  # the state made its own reference during Client.__init__
+    )
     return client

@@ -41,13 +41,17 @@ def guild_id_of(channel: object, guild: discord.Guild | None) -> int | None:
 
 def place_of(channel: object, guild_id: int | None, conversation: str) -> Place:
     """The place of an event in `channel`; `conversation` is used outside threads and DMs."""
-    channel_id = str(getattr(channel, "id"))
+    channel_id = str(channel.id)
     if guild_id is None:
         return Place(ThreadKey(PLATFORM, "dm", channel_id, ""), channel_id, False)
     if isinstance(channel, discord.Thread):
         parent = str(channel.parent_id)
-        return Place(ThreadKey(PLATFORM, str(guild_id), parent, channel_id), channel_id, True)
-    return Place(ThreadKey(PLATFORM, str(guild_id), channel_id, conversation), channel_id, False)
+        return Place(
+            ThreadKey(PLATFORM, str(guild_id), parent, channel_id), channel_id, True
+        )
+    return Place(
+        ThreadKey(PLATFORM, str(guild_id), channel_id, conversation), channel_id, False
+    )
 
 
 def without_mentions_of(text: str, user_id: int) -> str:

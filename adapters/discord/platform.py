@@ -22,7 +22,9 @@ class DiscordPlatform:
 
     name = "discord"
 
-    def __init__(self, settings: DiscordSettings, *, guild_ready_timeout: float = 2.0) -> None:
+    def __init__(
+        self, settings: DiscordSettings, *, guild_ready_timeout: float = 2.0
+    ) -> None:
         self.settings = settings
         self.guild_ready_timeout = guild_ready_timeout
         """How long discord.py waits for further GUILD_CREATEs before it calls itself ready."""
@@ -34,12 +36,18 @@ class DiscordPlatform:
         return self.settings.secrets()
 
     async def run(self, bridge: Bridge, stop: asyncio.Event) -> None:
-        client = make_client(self.settings, guild_ready_timeout=self.guild_ready_timeout)
+        client = make_client(
+            self.settings, guild_ready_timeout=self.guild_ready_timeout
+        )
         async with DiscordRest(self.settings.api_url, self.settings.token) as rest:
             self.bot = bot = DiscordBridge(client, bridge, self.settings, rest)
 
             async def on_ready() -> None:
-                log.info("connected to Discord as %s (%s)", client.user, client.user.id if client.user else "?")
+                log.info(
+                    "connected to Discord as %s (%s)",
+                    client.user,
+                    client.user.id if client.user else "?",
+                )
                 self.connected.set()
 
             client.event(on_ready)
@@ -53,17 +61,23 @@ class DiscordPlatform:
             except BaseException:
                 await client.close()
                 raise
-            gateway = asyncio.create_task(client.connect(reconnect=True), name="discord gateway")
+            gateway = asyncio.create_task(
+                client.connect(reconnect=True), name="discord gateway"
+            )
             stopping = asyncio.create_task(stop.wait(), name="discord stop")
             try:
-                await asyncio.wait({gateway, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {gateway, stopping}, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 stopping.cancel()
                 await bot.shutdown()
                 await client.close()
                 if not gateway.done():
                     gateway.cancel()
-                await asyncio.wait({gateway})  # its outcome is read below, not raised here
+                await asyncio.wait(
+                    {gateway}
+                )  # its outcome is read below, not raised here
                 self.connected.clear()
             error = None if gateway.cancelled() else gateway.exception()
             if isinstance(error, discord.PrivilegedIntentsRequired):

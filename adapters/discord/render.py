@@ -26,8 +26,16 @@ GREEN, YELLOW, RED, BLURPLE, GREY = 0x57F287, 0xFEE75C, 0xED4245, 0x5865F2, 0x99
 THINKING = "*Thinking…*"
 STOP_PREFIX = "ab:stop:"
 
-_TOOL_COLOURS = {ToolStatus.RUNNING: YELLOW, ToolStatus.DONE: GREEN, ToolStatus.FAILED: RED}
-_TOOL_LABELS = {ToolStatus.RUNNING: "running…", ToolStatus.DONE: "done", ToolStatus.FAILED: "failed"}
+_TOOL_COLOURS = {
+    ToolStatus.RUNNING: YELLOW,
+    ToolStatus.DONE: GREEN,
+    ToolStatus.FAILED: RED,
+}
+_TOOL_LABELS = {
+    ToolStatus.RUNNING: "running…",
+    ToolStatus.DONE: "done",
+    ToolStatus.FAILED: "failed",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +60,16 @@ class DiscordMessage:
 def render_part(part: MessagePart, stop_id: str | None = None) -> DiscordMessage:
     """The payload for one part; extras and the Stop button only on the reply's last part."""
     reply = part.reply
-    text = close_open_fence(part.text) if part.text.strip() else ""  # Discord refuses blank content
-    if len(text) > MAX_CONTENT:  # the core splits below the limit; never send a refused body
+    text = (
+        close_open_fence(part.text) if part.text.strip() else ""
+    )  # Discord refuses blank content
+    if (
+        len(text) > MAX_CONTENT
+    ):  # the core splits below the limit; never send a refused body
         text = text[: MAX_CONTENT - 1] + "…"
-    embeds: list[dict[str, Any]] = fit_embeds(reply_embeds(reply)) if part.is_last else []
+    embeds: list[dict[str, Any]] = (
+        fit_embeds(reply_embeds(reply)) if part.is_last else []
+    )
     components: list[dict[str, Any]] = []
     if part.working and stop_id:
         components.append(stop_row(stop_id))
@@ -63,7 +77,11 @@ def render_part(part: MessagePart, stop_id: str | None = None) -> DiscordMessage
     if not content and part.working:
         content = THINKING
     elif not content and not embeds:
-        content = "*The agent sent an empty answer.*" if reply.status is ReplyStatus.DONE else "…"
+        content = (
+            "*The agent sent an empty answer.*"
+            if reply.status is ReplyStatus.DONE
+            else "…"
+        )
     placeholder = part.index == 0 and not text and part.working and not embeds
     return DiscordMessage(content, tuple(embeds), tuple(components), placeholder)
 
@@ -71,7 +89,14 @@ def render_part(part: MessagePart, stop_id: str | None = None) -> DiscordMessage
 def stop_row(custom_id: str) -> dict[str, Any]:
     return {
         "type": 1,
-        "components": [{"type": 2, "style": 4, "label": "Stop", "custom_id": custom_id[:MAX_CUSTOM_ID]}],
+        "components": [
+            {
+                "type": 2,
+                "style": 4,
+                "label": "Stop",
+                "custom_id": custom_id[:MAX_CUSTOM_ID],
+            }
+        ],
     }
 
 
@@ -81,7 +106,9 @@ def reply_embeds(reply: Reply, *, tool_text: int = 900) -> list[dict[str, Any]]:
     if reply.error is not None:
         embeds.append(error_embed(reply))
     if reply.notice:
-        embeds.append({"description": _clip(reply.notice, MAX_DESCRIPTION), "color": GREY})
+        embeds.append(
+            {"description": _clip(reply.notice, MAX_DESCRIPTION), "color": GREY}
+        )
     if reply.sources:
         embeds.append(sources_embed(reply))
     embeds.extend(tool_embed(call, tool_text) for call in reply.tool_calls)
@@ -97,7 +124,11 @@ def fit_embeds(embeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if len(tools) > room:
         folded, tools = tools[: len(tools) - room + 1], tools[len(tools) - room + 1 :]
         names = ", ".join(e["_tool"] for e in folded)
-        summary = {"title": f"{len(folded)} earlier tool calls", "description": _clip(names, 1000), "color": GREY}
+        summary = {
+            "title": f"{len(folded)} earlier tool calls",
+            "description": _clip(names, 1000),
+            "color": GREY,
+        }
         tools = [summary, *tools]
     result = [*fixed, *tools]
     limit = 1000
@@ -135,7 +166,9 @@ def sources_embed(reply: Reply) -> dict[str, Any]:
     used = 0
     for number, source in enumerate(reply.sources, 1):
         title = _clip(source.title.replace("[", "(").replace("]", ")") or "source", 200)
-        line = f"{number}. [{title}]({source.url})" if source.url else f"{number}. {title}"
+        line = (
+            f"{number}. [{title}]({source.url})" if source.url else f"{number}. {title}"
+        )
         if used + len(line) + 40 > MAX_DESCRIPTION:
             lines.append(f"…and {len(reply.sources) - number + 1} more")
             break
@@ -147,10 +180,22 @@ def sources_embed(reply: Reply) -> dict[str, Any]:
 def error_embed(reply: Reply) -> dict[str, Any]:
     error = reply.error
     assert error is not None
-    fields = [{"name": "Error code", "value": _clip(f"`{error.display_code}`", MAX_FIELD_VALUE), "inline": True}]
+    fields = [
+        {
+            "name": "Error code",
+            "value": _clip(f"`{error.display_code}`", MAX_FIELD_VALUE),
+            "inline": True,
+        }
+    ]
     trace = error.trace_id or reply.trace_id
     if trace:
-        fields.append({"name": "Trace id", "value": _clip(f"`{trace}`", MAX_FIELD_VALUE), "inline": True})
+        fields.append(
+            {
+                "name": "Trace id",
+                "value": _clip(f"`{trace}`", MAX_FIELD_VALUE),
+                "inline": True,
+            }
+        )
     return {
         "title": "Something went wrong",
         "description": _clip(error.user_message, MAX_DESCRIPTION),

@@ -9,7 +9,7 @@ in exception text — only the route template (`PATCH /webhooks/{app}/{token}/me
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import aiohttp
@@ -28,7 +28,11 @@ GONE_CODES = {
 }
 """JSON error codes after which the message will never accept an edit."""
 
-EXPIRED_CODES = {10015: "Unknown Webhook", 50027: "Invalid Webhook Token", 10062: "Unknown interaction"}
+EXPIRED_CODES = {
+    10015: "Unknown Webhook",
+    50027: "Invalid Webhook Token",
+    10062: "Unknown interaction",
+}
 """JSON error codes of an interaction token that has run out (15 minutes)."""
 
 USER_AGENT = "DiscordBot (https://github.com/agent-bridge, 0.1) agent-bridge"
@@ -53,8 +57,10 @@ class DiscordRest:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> DiscordRest:
-        self._session = aiohttp.ClientSession(timeout=self._timeout, headers={"User-Agent": USER_AGENT})
+    async def __aenter__(self) -> Self:
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout, headers={"User-Agent": USER_AGENT}
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -76,10 +82,14 @@ class DiscordRest:
         if self._session is None:
             raise SurfaceError("the Discord REST client is not open")
         what = f"{method} {route}"
-        url = self.api_url + route.format(**{k: quote(str(v), safe="@") for k, v in path.items()})
+        url = self.api_url + route.format(
+            **{k: quote(str(v), safe="@") for k, v in path.items()}
+        )
         headers = {"Authorization": f"Bot {self._token}"} if auth else {}
         try:
-            async with self._session.request(method, url, json=json, params=params, headers=headers) as response:
+            async with self._session.request(
+                method, url, json=json, params=params, headers=headers
+            ) as response:
                 body: Any = None
                 if response.content_type == "application/json":
                     body = await response.json()
@@ -87,52 +97,103 @@ class DiscordRest:
                     await response.read()
                 if response.status < 300:
                     return body
-                raise _failure(what, response.status, response.headers, body, webhook=not auth)
+                raise _failure(
+                    what, response.status, response.headers, body, webhook=not auth
+                )
         except (aiohttp.ClientError, TimeoutError) as exc:
             # The exception's own text can carry the URL (and with it an interaction token).
-            raise SurfaceError(f"{what} could not reach Discord ({type(exc).__name__})") from None
+            raise SurfaceError(
+                f"{what} could not reach Discord ({type(exc).__name__})"
+            ) from None
 
     # -- interactions -------------------------------------------------------------------------
 
-    async def respond(self, interaction_id: int | str, token: str, kind: int, data: dict[str, Any] | None = None) -> None:
+    async def respond(
+        self,
+        interaction_id: int | str,
+        token: str,
+        kind: int,
+        data: dict[str, Any] | None = None,
+    ) -> None:
         """The interaction's initial response (4 message, 5 deferred, 6 deferred update)."""
         body: dict[str, Any] = {"type": kind}
         if data is not None:
             body["data"] = data
         await self.call(
-            "POST", "/interactions/{id}/{token}/callback", json=body, auth=False, id=interaction_id, token=token
+            "POST",
+            "/interactions/{id}/{token}/callback",
+            json=body,
+            auth=False,
+            id=interaction_id,
+            token=token,
         )
 
-    async def webhook(self, method: str, app_id: int | str, token: str, message_id: str, body: Any = None) -> Any:
+    async def webhook(
+        self,
+        method: str,
+        app_id: int | str,
+        token: str,
+        message_id: str,
+        body: Any = None,
+    ) -> Any:
         """GET/PATCH/DELETE an interaction's `@original` or follow-up message."""
         return await self.call(
-            method, "/webhooks/{app}/{token}/messages/{message}", json=body, auth=False,
-            app=app_id, token=token, message=message_id,
+            method,
+            "/webhooks/{app}/{token}/messages/{message}",
+            json=body,
+            auth=False,
+            app=app_id,
+            token=token,
+            message=message_id,
         )
 
-    async def follow_up(self, app_id: int | str, token: str, body: dict[str, Any]) -> Any:
+    async def follow_up(
+        self, app_id: int | str, token: str, body: dict[str, Any]
+    ) -> Any:
         return await self.call(
-            "POST", "/webhooks/{app}/{token}", json=body, params={"wait": "true"}, auth=False, app=app_id, token=token
+            "POST",
+            "/webhooks/{app}/{token}",
+            json=body,
+            params={"wait": "true"},
+            auth=False,
+            app=app_id,
+            token=token,
         )
 
     # -- channels ----------------------------------------------------------------------------
 
     async def create_message(self, channel_id: str, body: dict[str, Any]) -> Any:
-        return await self.call("POST", "/channels/{channel}/messages", json=body, channel=channel_id)
-
-    async def edit_message(self, channel_id: str, message_id: str, body: dict[str, Any]) -> Any:
         return await self.call(
-            "PATCH", "/channels/{channel}/messages/{message}", json=body, channel=channel_id, message=message_id
+            "POST", "/channels/{channel}/messages", json=body, channel=channel_id
+        )
+
+    async def edit_message(
+        self, channel_id: str, message_id: str, body: dict[str, Any]
+    ) -> Any:
+        return await self.call(
+            "PATCH",
+            "/channels/{channel}/messages/{message}",
+            json=body,
+            channel=channel_id,
+            message=message_id,
         )
 
     async def delete_message(self, channel_id: str, message_id: str) -> None:
-        await self.call("DELETE", "/channels/{channel}/messages/{message}", channel=channel_id, message=message_id)
+        await self.call(
+            "DELETE",
+            "/channels/{channel}/messages/{message}",
+            channel=channel_id,
+            message=message_id,
+        )
 
     async def start_thread(self, channel_id: str, message_id: str, name: str) -> Any:
         """A public thread from a message (Discord gives it the message's id)."""
         return await self.call(
-            "POST", "/channels/{channel}/messages/{message}/threads",
-            json={"name": name, "auto_archive_duration": 1440}, channel=channel_id, message=message_id,
+            "POST",
+            "/channels/{channel}/messages/{message}/threads",
+            json={"name": name, "auto_archive_duration": 1440},
+            channel=channel_id,
+            message=message_id,
         )
 
     async def application_id(self) -> int:
@@ -140,7 +201,9 @@ class DiscordRest:
         return int(data["id"])
 
 
-def _failure(what: str, status: int, headers: Any, body: Any, *, webhook: bool) -> SurfaceError:
+def _failure(
+    what: str, status: int, headers: Any, body: Any, *, webhook: bool
+) -> SurfaceError:
     body = body if isinstance(body, dict) else {}
     code = body.get("code") if isinstance(body.get("code"), int) else None
     message = str(body.get("message") or "no detail")[:200]
@@ -158,7 +221,11 @@ def _failure(what: str, status: int, headers: Any, body: Any, *, webhook: bool) 
 
 def _retry_after(headers: Any, body: dict[str, Any]) -> float:
     """The longest wait Discord names: body `retry_after`, `Retry-After`, `X-RateLimit-Reset-After`."""
-    candidates = [body.get("retry_after"), headers.get("Retry-After"), headers.get("X-RateLimit-Reset-After")]
+    candidates = [
+        body.get("retry_after"),
+        headers.get("Retry-After"),
+        headers.get("X-RateLimit-Reset-After"),
+    ]
     waits = []
     for value in candidates:
         try:

@@ -5,7 +5,14 @@ A bad value becomes one `ConfigError` line naming the variable, never the token 
 
 from __future__ import annotations
 
-from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridge.config import ConfigError
@@ -28,10 +35,18 @@ class DiscordSettings(BaseSettings):
     discord_message_content: bool = False
     """Ask for the privileged message-content intent (only needed for `require_mention=no` threads
     to see follow-ups' text; mentions and DMs carry their content without it)."""
-    discord_interaction_deadline: float = Field(default=840.0, gt=0, le=MAX_INTERACTION_DEADLINE)
+    discord_interaction_deadline: float = Field(
+        default=840.0, gt=0, le=MAX_INTERACTION_DEADLINE
+    )
     """Seconds after an interaction when its reply moves to ordinary channel messages."""
 
-    @field_validator("discord_bot_token", "discord_shard_ids", "discord_application_id", "discord_shard_count", mode="before")
+    @field_validator(
+        "discord_bot_token",
+        "discord_shard_ids",
+        "discord_application_id",
+        "discord_shard_count",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -43,8 +58,14 @@ class DiscordSettings(BaseSettings):
             return None
         token = value.get_secret_value().strip()
         if token.lower().startswith("bot "):
-            raise ValueError("remove the leading 'Bot ' — paste only the token from the Bot page")
-        if token.count(".") != 2 or any(not piece for piece in token.split(".")) or any(c.isspace() for c in token):
+            raise ValueError(
+                "remove the leading 'Bot ' — paste only the token from the Bot page"
+            )
+        if (
+            token.count(".") != 2
+            or any(not piece for piece in token.split("."))
+            or any(c.isspace() for c in token)
+        ):
             raise ValueError(
                 "does not look like a bot token (three dot-separated parts); "
                 "copy it from the Developer Portal's Bot page (Reset Token)"
@@ -58,15 +79,23 @@ class DiscordSettings(BaseSettings):
             return None
         pieces = [p.strip() for p in value.split(",")]
         if not all(p.isdigit() for p in pieces):
-            raise ValueError("must be a comma-separated list of shard numbers, e.g. 0,1,2")
+            raise ValueError(
+                "must be a comma-separated list of shard numbers, e.g. 0,1,2"
+            )
         return ",".join(pieces)
 
     @model_validator(mode="after")
     def _shards_fit(self) -> DiscordSettings:
         ids = self.shard_ids
         if ids and self.discord_shard_count is None:
-            raise ValueError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT (the total number of shards)")
-        if ids and self.discord_shard_count is not None and max(ids) >= self.discord_shard_count:
+            raise ValueError(
+                "DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT (the total number of shards)"
+            )
+        if (
+            ids
+            and self.discord_shard_count is not None
+            and max(ids) >= self.discord_shard_count
+        ):
             raise ValueError(
                 f"DISCORD_SHARD_IDS must be below DISCORD_SHARD_COUNT ({self.discord_shard_count}); got {max(ids)}"
             )
@@ -76,7 +105,9 @@ class DiscordSettings(BaseSettings):
 
     @property
     def token(self) -> str:
-        return self.discord_bot_token.get_secret_value() if self.discord_bot_token else ""
+        return (
+            self.discord_bot_token.get_secret_value() if self.discord_bot_token else ""
+        )
 
     @property
     def api_url(self) -> str:
@@ -84,7 +115,11 @@ class DiscordSettings(BaseSettings):
 
     @property
     def shard_ids(self) -> tuple[int, ...]:
-        return tuple(int(p) for p in self.discord_shard_ids.split(",")) if self.discord_shard_ids else ()
+        return (
+            tuple(int(p) for p in self.discord_shard_ids.split(","))
+            if self.discord_shard_ids
+            else ()
+        )
 
     @property
     def sharded(self) -> bool:

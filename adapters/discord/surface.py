@@ -97,15 +97,22 @@ class DiscordSurface:
             try:
                 data = await self._post_via_interaction(payload)
             except MessageExpired:
-                log.info("interaction token ran out in %s; posting to the channel", thread)
+                log.info(
+                    "interaction token ran out in %s; posting to the channel", thread
+                )
                 self.interaction = None
             else:
                 self._webhook_messages.add(str(data["id"]))
                 return self._remember(thread, data, payload)
         body = payload.json()
         if self.reply_to is not None:
-            body["message_reference"] = {"message_id": self.reply_to, "fail_if_not_exists": False}
-            self.reply_to = None  # only the first message of a reply answers the question
+            body["message_reference"] = {
+                "message_id": self.reply_to,
+                "fail_if_not_exists": False,
+            }
+            self.reply_to = (
+                None  # only the first message of a reply answers the question
+            )
         data = await self.rest.create_message(self.channel_id, body)
         return self._remember(thread, data, payload)
 
@@ -114,42 +121,80 @@ class DiscordSurface:
             interaction = self.interaction
             if interaction is None or not self._interaction_usable():
                 await self._leave(message)
-                raise MessageExpired("the interaction's 15-minute token is about to expire")
-            await self.rest.webhook("PATCH", interaction.application_id, interaction.token, message.id, payload.json())
+                raise MessageExpired(
+                    "the interaction's 15-minute token is about to expire"
+                )
+            await self.rest.webhook(
+                "PATCH",
+                interaction.application_id,
+                interaction.token,
+                message.id,
+                payload.json(),
+            )
         else:
-            await self.rest.edit_message(message.channel or self.channel_id, message.id, payload.json())
+            await self.rest.edit_message(
+                message.channel or self.channel_id, message.id, payload.json()
+            )
         self._last[message.id] = payload
 
     async def delete(self, message: MessageRef) -> None:
-        if message.id in self._webhook_messages and self.interaction is not None and self._interaction_usable():
-            await self.rest.webhook("DELETE", self.interaction.application_id, self.interaction.token, message.id)
+        if (
+            message.id in self._webhook_messages
+            and self.interaction is not None
+            and self._interaction_usable()
+        ):
+            await self.rest.webhook(
+                "DELETE",
+                self.interaction.application_id,
+                self.interaction.token,
+                message.id,
+            )
         else:
-            await self.rest.delete_message(message.channel or self.channel_id, message.id)
+            await self.rest.delete_message(
+                message.channel or self.channel_id, message.id
+            )
         self._last.pop(message.id, None)
 
     # -- helpers ----------------------------------------------------------------------------
 
     def _interaction_usable(self) -> bool:
-        return self.interaction is not None and self._loop.time() < self.interaction.deadline
+        return (
+            self.interaction is not None
+            and self._loop.time() < self.interaction.deadline
+        )
 
     async def _post_via_interaction(self, payload: DiscordMessage) -> Any:
         interaction = self.interaction
         assert interaction is not None
         if not self._original_taken:
             if payload.placeholder:  # the deferred "thinking" message already shows it
-                data = await self.rest.webhook("GET", interaction.application_id, interaction.token, "@original")
+                data = await self.rest.webhook(
+                    "GET", interaction.application_id, interaction.token, "@original"
+                )
             else:
                 data = await self.rest.webhook(
-                    "PATCH", interaction.application_id, interaction.token, "@original", payload.json()
+                    "PATCH",
+                    interaction.application_id,
+                    interaction.token,
+                    "@original",
+                    payload.json(),
                 )
-            self._original_taken = True  # only now: a retried first post must still use @original
+            self._original_taken = (
+                True  # only now: a retried first post must still use @original
+            )
             return data
-        return await self.rest.follow_up(interaction.application_id, interaction.token, payload.json())
+        return await self.rest.follow_up(
+            interaction.application_id, interaction.token, payload.json()
+        )
 
-    def _remember(self, thread: ThreadKey, data: Any, payload: DiscordMessage) -> MessageRef:
+    def _remember(
+        self, thread: ThreadKey, data: Any, payload: DiscordMessage
+    ) -> MessageRef:
         message_id = str(data["id"])
         self._last[message_id] = payload
-        return MessageRef(thread, message_id, str(data.get("channel_id") or self.channel_id))
+        return MessageRef(
+            thread, message_id, str(data.get("channel_id") or self.channel_id)
+        )
 
     async def _leave(self, message: MessageRef) -> None:
         """Best effort, while the token still works: drop the old message's Stop button and say
@@ -159,9 +204,15 @@ class DiscordSurface:
         self._webhook_messages.discard(message.id)
         if interaction is None or last is None:
             return
-        content = last.content + CONTINUED_NOTE if len(last.content) + len(CONTINUED_NOTE) <= 2000 else last.content
+        content = (
+            last.content + CONTINUED_NOTE
+            if len(last.content) + len(CONTINUED_NOTE) <= 2000
+            else last.content
+        )
         body = DiscordMessage(content, last.embeds).json()
         try:
-            await self.rest.webhook("PATCH", interaction.application_id, interaction.token, message.id, body)
+            await self.rest.webhook(
+                "PATCH", interaction.application_id, interaction.token, message.id, body
+            )
         except SurfaceError as exc:
             log.info("could not mark the expiring interaction message: %s", exc)
