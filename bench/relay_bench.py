@@ -22,7 +22,6 @@ import itertools
 import os
 import platform
 import socket
-import statistics
 import sys
 import tempfile
 import time

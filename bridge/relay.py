@@ -23,16 +23,18 @@ from bridge.events import AgentEvent, ConversationStarted, Failed
 from bridge.failures import AgentFailure, FailureCode
 from bridge.keys import MessageRef, ThreadKey
 from bridge.limits import MessageLimiter
-from bridge.reply import MessagePart, Reply, ReplyState, ReplyStatus, reply_from_json, reply_to_json
-from bridge.scheduler import ReplyWriter
+from bridge.reply import Reply, ReplyState, ReplyStatus, reply_from_json, reply_to_json
+from bridge.scheduler import DeliveryFailed, ReplyWriter
 from bridge.split import StableSplitter
-from bridge.surface import Surface, SurfaceError
+from bridge.store import StoreUnavailable
+from bridge.surface import MessageGone, Surface
 
 log = logging.getLogger("bridge.relay")
 
 STOPPED_NOTICE = "Stopped."
 INTERRUPTED_NOTICE = "This answer was interrupted before it finished. Send your message again to get a full answer."
 NEW_CONVERSATION_NOTICE = "The earlier conversation had expired upstream, so this answer starts a new one."
+DATABASE_DOWN_TEXT = "I can't reach my database right now, so I can't answer safely; please try again in a minute."
 RESTARTING_TEXT = "I'm restarting right now and can't take new questions; please send your message again in a minute."
 CHECKPOINT_INTERVAL = 2.0
 """Seconds between saves of a streaming reply's state, which a restart uses to finalize it."""
@@ -126,16 +128,24 @@ class Relay:
     # -- public ------------------------------------------------------------------------
 
     async def handle(self, inbound: Inbound, surface: Surface) -> ReplyOutcome:
+        """Answer one inbound message; never raises for a database or platform outage."""
+        try:
+            return await self._handle(inbound, surface)
+        except StoreUnavailable as exc:
+            log.error("database unavailable while answering in %s: %s", inbound.thread, exc)
+            return await self.say(surface, inbound.thread, DATABASE_DOWN_TEXT)
+
+    async def _handle(self, inbound: Inbound, surface: Surface) -> ReplyOutcome:
         thread = inbound.thread
-        if inbound.event_id and not await self.store.claim_event(thread.platform, inbound.event_id):
-            log.info("duplicate delivery %s in %s ignored", inbound.event_id, thread)
-            return ReplyOutcome(reply=None, duplicate=True)
-        refusal = self._refusal(inbound)
-        if refusal is not None:
-            return await self.say(surface, thread, refusal)
+        # The lane comes first (entering it does not yield), so messages of one thread keep
+        # their arrival order even when the de-duplication round trips finish out of order.
         async with self.lanes.hold(thread):
-            if not self.accepting:  # shutdown began while this message waited for its turn
-                return await self.say(surface, thread, RESTARTING_TEXT)
+            if inbound.event_id and not await self.store.claim_event(thread.platform, inbound.event_id):
+                log.info("duplicate delivery %s in %s ignored", inbound.event_id, thread)
+                return ReplyOutcome(reply=None, duplicate=True)
+            refusal = self._refusal(inbound)
+            if refusal is not None:
+                return await self.say(surface, thread, refusal)
             self._answering += 1
             self._idle.clear()
             try:
@@ -209,14 +219,14 @@ class Relay:
         return self._answering
 
     async def say(self, surface: Surface, thread: ThreadKey, text: str) -> ReplyOutcome:
-        """Post a one-off message from the bridge itself (not the agent)."""
-        reply = Reply(text=text, status=ReplyStatus.DONE)
-        try:
-            message = await surface.post(thread, surface.render(MessagePart(reply, text, 0, True)))
-        except SurfaceError as exc:
-            log.warning("could not post a bridge message in %s: %s", thread, exc)
-            return ReplyOutcome(reply=reply)
-        return ReplyOutcome(reply=reply, messages=(message,))
+        """Post a message from the bridge itself (not the agent), paced by the same budgets as replies."""
+        state = ReplyState(chunks=[text], status=ReplyStatus.DONE)
+        writer = ReplyWriter(surface, thread, state, self.budgets, StableSplitter(surface.limits.max_text).split)
+        await writer.resume([])
+        await writer.finish()
+        if writer.failure is not None or writer.gone:
+            log.warning("could not post a bridge message in %s", thread)
+        return ReplyOutcome(reply=state.snapshot(), messages=tuple(writer.messages))
 
     # -- one answer ----------------------------------------------------------------------
 
@@ -271,7 +281,13 @@ class Relay:
         )
         checkpoints = asyncio.create_task(self._checkpoints(reply_id, state))
         try:
-            await writer.start()
+            try:
+                await writer.start()
+            except (DeliveryFailed, MessageGone) as exc:
+                log.error("could not post a reply in %s, so the agent was not asked: %s", thread, exc)
+                state.finish(ReplyStatus.FAILED)
+                await self.store.finish_reply(reply_id, ReplyStatus.FAILED.value, error_code="delivery_failed")
+                return ReplyOutcome(reply=state.snapshot(), reply_id=reply_id, agent_id=agent_id)
             stream_task = asyncio.create_task(
                 self._pump(thread, agent_id, inbound.text, state, writer),
                 name=f"agent-stream {thread}",
@@ -371,13 +387,22 @@ class Relay:
         """Feed upstream events into the state; store the conversation id the moment it is known."""
         conversation_id = state.conversation_id
         async for event in self._events(thread, agent_id, text, conversation_id, state):
-            if isinstance(event, ConversationStarted) and event.conversation_id != conversation_id:
-                conversation_id = event.conversation_id
-                await self.store.set_conversation_id(thread, conversation_id)
             state.apply(event)
             writer.notify()
+            if isinstance(event, ConversationStarted) and event.conversation_id != conversation_id:
+                if await self._save_conversation_id(thread, event.conversation_id):
+                    conversation_id = event.conversation_id
         if state.conversation_id and state.conversation_id != conversation_id:
-            await self.store.set_conversation_id(thread, state.conversation_id)
+            await self._save_conversation_id(thread, state.conversation_id)  # new, or not saved yet
+
+    async def _save_conversation_id(self, thread: ThreadKey, conversation_id: str) -> bool:
+        """Store the id at once; if the database is down the answer goes on (and it is tried again at the end)."""
+        try:
+            await self.store.set_conversation_id(thread, conversation_id)
+            return True
+        except StoreUnavailable as exc:
+            log.error("could not store conversation %s of %s yet: %s", conversation_id, thread, exc)
+            return False
 
     async def _events(
         self,
@@ -429,14 +454,18 @@ class Relay:
             if isinstance(results[0], Exception):
                 log.error("could not record a message id of reply %s: %s", reply_id, results[0])
         usage = dataclasses.asdict(state.usage) if state.usage else None
-        await self.store.finish_reply(
-            reply_id,
-            state.status.value,
-            trace_id=state.trace_id,
-            conversation_id=state.conversation_id,
-            usage=usage,
-            error_code=state.error.display_code if state.error else None,
-        )
+        try:
+            await self.store.finish_reply(
+                reply_id,
+                state.status.value,
+                trace_id=state.trace_id,
+                conversation_id=state.conversation_id,
+                usage=usage,
+                error_code=state.error.display_code if state.error else None,
+            )
+        except StoreUnavailable as exc:  # the answer is visible; only its bookkeeping is lost
+            log.error("could not persist reply %s in %s: %s", reply_id, thread, exc)
+            return
         log.info(
             "reply %s in %s finished: %s (trace %s)", reply_id, thread, state.status.value, state.trace_id
         )

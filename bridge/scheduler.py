@@ -28,7 +28,10 @@ Splitter = Callable[[str], list[str]]
 _FROZEN_PART = Reply(status=ReplyStatus.DONE)
 """What a non-last part carries: its text is final and it shows no extras."""
 
-_MAX_SURFACE_ATTEMPTS = 4
+_MAX_SURFACE_FAILURES = 4
+"""Platform errors in a row (other than 429) before a call is given up."""
+_MAX_RATE_LIMITED = 100
+"""429s in a row before a call is given up; each one already waited its Retry-After."""
 
 
 class DeliveryFailed(Exception):
@@ -189,7 +192,8 @@ class ReplyWriter:
     async def _post(self, part: MessagePart, *, replace: bool = False) -> None:
         """Post a part as a new message (or, with `replace`, instead of an uneditable one)."""
         bucket = self._budget("post")
-        for attempt in range(_MAX_SURFACE_ATTEMPTS):
+        failures = limited = 0
+        while failures < _MAX_SURFACE_FAILURES and limited < _MAX_RATE_LIMITED:
             await bucket.acquire(Priority.URGENT)
             if part.index > 0 or part.text or replace:  # not the placeholder: send the latest state
                 part = self._parts(self.state.snapshot())[part.index]
@@ -197,11 +201,13 @@ class ReplyWriter:
                 message = await self.surface.post(self.thread, self.surface.render(part))
             except RateLimited as exc:
                 self._rate_limited(bucket, exc)
+                limited += 1
                 continue
             except (MessageGone, StreamRefused):
                 raise
             except SurfaceError as exc:
-                await self._backoff(attempt, exc)
+                await self._backoff(failures, exc)
+                failures += 1
                 continue
             self.stats.posts += 1
             if replace:
@@ -224,7 +230,8 @@ class ReplyWriter:
     async def _edit(self, index: int) -> None:
         message = self.messages[index]
         bucket = self._budget("edit", message.id)
-        for attempt in range(_MAX_SURFACE_ATTEMPTS):
+        failures = limited = 0
+        while failures < _MAX_SURFACE_FAILURES and limited < _MAX_RATE_LIMITED:
             await bucket.acquire(Priority.URGENT if self._urgent(index) else Priority.NORMAL)
             parts = self._parts(self.state.snapshot())
             if index >= len(parts) or self._sent[index] == parts[index]:
@@ -234,6 +241,7 @@ class ReplyWriter:
                 await self.surface.edit(message, self.surface.render(part))
             except RateLimited as exc:
                 self._rate_limited(bucket, exc)
+                limited += 1
                 continue
             except MessageExpired as exc:
                 log.info("message %s can no longer be edited (%s); continuing in a new one", message.id, exc)
@@ -242,7 +250,8 @@ class ReplyWriter:
             except MessageGone:
                 raise
             except SurfaceError as exc:
-                await self._backoff(attempt, exc)
+                await self._backoff(failures, exc)
+                failures += 1
                 continue
             self.stats.edits += 1
             self._sent[index] = part

@@ -66,6 +66,7 @@ class RecordingSurface:
         self.gone: set[str] = set()
         self.expired: set[str] = set()
         self.fail_next_edits: list[BaseException] = []
+        self.fail_next_posts: list[BaseException] = []
         self.call_latency = call_latency
         self.enforce_edits = enforce_edits
         self._ids = itertools.count(1)
@@ -78,6 +79,8 @@ class RecordingSurface:
 
     async def post(self, thread: ThreadKey, payload: MessagePart) -> MessageRef:
         await asyncio.sleep(self.call_latency)
+        if self.fail_next_posts:
+            raise self.fail_next_posts.pop(0)
         message_id = f"m{next(self._ids)}"
         self.messages[message_id] = payload
         self.calls.append(Call(self._now(), "post", message_id, payload))

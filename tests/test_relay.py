@@ -97,6 +97,34 @@ async def test_transient_platform_errors_are_retried(bridge):
     assert surface.messages[outcome.messages[-1].id].text == outcome.reply.text
 
 
+async def test_a_run_of_429s_is_waited_out_not_counted_as_failures(bridge):
+    surface = RecordingSurface()
+    surface.fail_next_posts = [RateLimited(0.01, "post") for _ in range(6)]
+    surface.fail_next_edits = [RateLimited(0.01, "edit") for _ in range(6)]
+    outcome = await bridge.relay.handle(Inbound(thread(), "U1", "hello", None), surface)
+    assert outcome.ok
+    assert surface.messages[outcome.messages[-1].id].text == outcome.reply.text
+
+
+async def test_a_reply_that_cannot_be_posted_is_recorded_as_failed(bridge):
+    surface = RecordingSurface()
+    surface.fail_next_posts = [SurfaceError("500 internal error") for _ in range(4)]
+    outcome = await bridge.relay.handle(Inbound(thread(), "U1", "hello", None), surface)
+    assert outcome.reply.status is ReplyStatus.FAILED and not outcome.messages
+    record = await bridge.store.get_reply(outcome.reply_id)
+    assert record.status == "failed" and record.error_code == "delivery_failed"
+
+
+async def test_bridge_messages_are_paced_by_the_budget(bridge_factory):
+    async with bridge_factory(bridge_max_message_chars=5) as bridge:
+        surface = RecordingSurface(post=Rate(per_second=20, burst=2, scope=Scope.CHANNEL))
+        inbounds = [Inbound(thread(f"t{i}"), "U1", "far too long", None) for i in range(6)]
+        outcomes = await asyncio.gather(*(bridge.relay.handle(i, surface) for i in inbounds))
+        assert all(len(o.messages) == 1 for o in outcomes)
+        posts = sorted(c.at for c in surface.ops("post"))
+        assert posts[-1] - posts[0] >= (6 - 2) / 20 - 0.01  # the burst, then 20 per second
+
+
 async def test_long_reply_continues_in_further_messages(bridge):
     surface = RecordingSurface(max_text=900)
     outcome = await bridge.relay.handle(Inbound(thread(), "U1", "write something long", None), surface)
