@@ -62,7 +62,7 @@ def final(message: dict[str, Any] | None) -> bool:
     return (
         bool(message)
         and not message["components"]
-        and message["content"] != ""
+        and bool(message["content"] or message["embeds"])
         and not message["flags"] & 128
     )
 
@@ -353,25 +353,29 @@ async def test_dms_are_answered_and_other_bots_only_when_allowed(
         await settled(fake)
 
 
-async def test_without_the_content_intent_thread_follow_ups_need_a_mention(
-    fake, bridge, agent_ids
+@pytest.mark.parametrize(
+    ("content_intent", "options"),
+    [
+        (False, {"new_thread": True}),  # Discord blanks the follow-up's text
+        (
+            True,
+            {"new_thread": True, "require_mention": True},
+        ),  # the binding asks for mentions
+    ],
+    ids=["no-content-intent", "require-mention"],
+)
+async def test_thread_follow_ups_without_a_mention_can_be_ignored(
+    fake, bridge, agent_ids, content_intent, options
 ):
     await bridge.store.bind(
-        "discord",
-        GUILD_ID,
-        CHANNEL_ID,
-        agent_ids[0],
-        "admin",
-        options={"new_thread": True},
+        "discord", GUILD_ID, CHANNEL_ID, agent_ids[0], "admin", options=options
     )
-    async with serving(fake, bridge):
+    async with serving(fake, bridge, discord_message_content=content_intent):
         question = await fake.send_message("first question", mention_bot=True)
         thread_id = question["id"]
         await fake.wait_for(lambda: [m for m in fake.posted(thread_id) if final(m)])
         await settled(fake)
-        await fake.send_message(
-            "a follow-up Discord delivers without its text", channel_id=thread_id
-        )
+        await fake.send_message("a follow-up without a mention", channel_id=thread_id)
         await fake.send_message(
             "second question", channel_id=thread_id, mention_bot=True
         )

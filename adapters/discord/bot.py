@@ -186,6 +186,17 @@ class DiscordBridge:
             return
         guild_id = guild_id_of(message.channel, message.guild)
         mentioned = any(user.id == me.id for user in message.mentions)
+        follow_up = guild_id is not None and not mentioned
+        if follow_up:
+            # Without the privileged message-content intent Discord blanks the text of guild
+            # messages that don't mention the bot, so follow-ups in its threads need a mention.
+            # Decided before any database work: most guild messages are not for the bot.
+            in_bot_thread = (
+                isinstance(message.channel, discord.Thread)
+                and message.channel.owner_id == me.id
+            )
+            if not (self.settings.discord_message_content and in_bot_thread):
+                return
         place = place_of(message.channel, guild_id, str(message.id))
         binding = None
         if guild_id is not None:
@@ -195,17 +206,8 @@ class DiscordBridge:
         options = binding.options if binding is not None else None
         if message.author.bot and not binding_flag(options, "allow_bots"):
             return
-        if guild_id is not None and not mentioned:
-            # Without the privileged message-content intent Discord blanks the text of guild
-            # messages that don't mention the bot, so follow-ups in its threads need a mention.
-            if not self.settings.discord_message_content:
-                return
-            bot_thread = (
-                isinstance(message.channel, discord.Thread)
-                and message.channel.owner_id == me.id
-            )
-            if not bot_thread or binding_flag(options, "require_mention"):
-                return
+        if follow_up and binding_flag(options, "require_mention"):
+            return
         text = without_mentions_of(message.content, me.id)
         reply_to: str | None = str(message.id) if mentioned else None
         if (
