@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from bridge.agent import AgentClient
@@ -34,12 +34,12 @@ async def open_bridge(settings: Settings) -> AsyncIterator[Bridge]:
         await store.close()
 
 
-def configure_logging(settings: Settings, level: str | None = None) -> None:
-    """Log to stderr with every secret this process knows redacted from every record."""
+def configure_logging(settings: Settings, level: str | None = None, *, secrets: Sequence[str] = ()) -> None:
+    """Log to stderr with every secret this process knows (settings' and `secrets`) redacted."""
     logging.basicConfig(
         level=(level or settings.bridge_log_level).upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
-    install_redaction(settings.secrets())
+    install_redaction([*settings.secrets(), *secrets])

@@ -199,15 +199,56 @@ async def _demo(message: str | None, dialect: Dialect) -> int:
     return 0
 
 
+PLATFORM_MODULES = {"slack": "adapters.slack", "discord": "adapters.discord"}
+
+
+def _load_platforms(only: list[str]) -> list[Any]:
+    """The configured platforms (all, or the ones named with --platform)."""
+    import importlib
+
+    unknown = sorted(set(only) - set(PLATFORM_MODULES))
+    if unknown:
+        raise _fail(f"--platform: unknown platform {', '.join(unknown)} (choose from {', '.join(PLATFORM_MODULES)})")
+    platforms = []
+    for name, module in PLATFORM_MODULES.items():
+        if only and name not in only:
+            continue
+        try:
+            platform = importlib.import_module(module).load_platform()
+        except ConfigError as exc:
+            raise _fail(f"configuration: {exc}") from None
+        if platform is None and name in only:
+            raise _fail(f"--platform {name}: {name.upper()}_BOT_TOKEN is not set")
+        if platform is not None:
+            platforms.append(platform)
+    return platforms
+
+
 @app.command()
-def run() -> None:
-    """Start the configured platform adapters (Slack, Discord)."""
-    _settings()
-    raise _fail(
-        "no chat platform is configured. Set SLACK_BOT_TOKEN (with SLACK_APP_TOKEN or "
-        "SLACK_SIGNING_SECRET) for Slack, or DISCORD_BOT_TOKEN for Discord — or try "
-        "`agent-bridge demo` for a local, token-free chat."
-    )
+def run(
+    platform: Annotated[
+        list[str] | None, typer.Option("--platform", help="Start only this platform (repeatable): slack, discord.")
+    ] = None,
+) -> None:
+    """Start the configured chat platforms (Slack, Discord) until SIGTERM/SIGINT."""
+    settings = _settings(needs_agent=True)
+    platforms = _load_platforms(platform or [])
+    if not platforms:
+        raise _fail(
+            "no chat platform is configured. Set SLACK_BOT_TOKEN (with SLACK_APP_TOKEN for Socket Mode, "
+            "or SLACK_SIGNING_SECRET for HTTP mode) for Slack, or DISCORD_BOT_TOKEN for Discord — or try "
+            "`agent-bridge demo` for a local, token-free chat."
+        )
+
+    async def serve() -> None:
+        from bridge.app import configure_logging, open_bridge
+        from bridge.platforms import run_platforms
+
+        configure_logging(settings, secrets=[s for p in platforms for s in p.secrets()])
+        async with open_bridge(settings) as bridge:
+            await run_platforms(bridge, platforms)
+
+    _run(serve)
 
 
 @app.command("mock-agent")

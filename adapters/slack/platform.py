@@ -42,6 +42,7 @@ class SlackPlatform:
         self.ready = asyncio.Event()
         self.url: str | None = None
         self.events: SlackEvents | None = None
+        self.surface: SlackSurface | None = None
 
     def secrets(self) -> list[str]:
         return self.settings.secrets()
@@ -62,20 +63,28 @@ class SlackPlatform:
         )
         events = SlackEvents(bridge, self.settings, surface, client)
         events.register(app)
+        self.surface = surface
         return app, events
 
     async def run(self, bridge: Bridge, stop: asyncio.Event) -> None:
         app, self.events = self.build_app(bridge)
         try:
             if self.settings.socket_mode:
-                await self._run_socket(app, stop)
+                await self._run_socket(bridge, app, stop)
             else:
-                await self._run_http(app, stop)
+                await self._run_http(bridge, app, stop)
         finally:
             await self.events.drain()
             self.ready.clear()
 
-    async def _run_http(self, app: AsyncApp, stop: asyncio.Event) -> None:
+    async def _recover(self, bridge: Bridge) -> None:
+        """Finalize replies a crashed process left streaming in Slack (shown as interrupted)."""
+        assert self.surface is not None
+        finalized = await bridge.relay.recover(self.surface)
+        if finalized:
+            log.info("Slack: finalized %d replies left streaming by an earlier process", finalized)
+
+    async def _run_http(self, bridge: Bridge, app: AsyncApp, stop: asyncio.Event) -> None:
         web_app = app.web_app(path=EVENTS_PATH, port=self.settings.bridge_http_port)
         runner = web.AppRunner(web_app, access_log=None, shutdown_timeout=2)
         await runner.setup()
@@ -87,16 +96,18 @@ class SlackPlatform:
             self.url = f"http://{shown}:{port}{EVENTS_PATH}"
             log.info("Slack HTTP mode: listening on %s:%s%s", host, port, EVENTS_PATH)
             self.ready.set()
+            await self._recover(bridge)
             await stop.wait()
         finally:
             await runner.cleanup()
 
-    async def _run_socket(self, app: AsyncApp, stop: asyncio.Event) -> None:
+    async def _run_socket(self, bridge: Bridge, app: AsyncApp, stop: asyncio.Event) -> None:
         handler = AsyncSocketModeHandler(app, self.settings.app_token)
         await handler.connect_async()
         log.info("Slack Socket Mode: connected")
         self.ready.set()
         try:
+            await self._recover(bridge)
             await stop.wait()
         finally:
             await handler.close_async()
