@@ -34,6 +34,7 @@ OTHER_CHANNEL_ID = "334"
 ADMIN_PERMISSIONS = str((1 << 4) | (1 << 10) | (1 << 11))  # manage channels, view, send
 MEMBER_PERMISSIONS = str((1 << 10) | (1 << 11))
 MESSAGE_CONTENT_INTENT = 1 << 15
+DISCORD_EPOCH_MS = 1_420_070_400_000
 
 
 def _json(
@@ -127,7 +128,7 @@ class FakeDiscord:
         """Whether the portal's Message Content switch is on (off: IDENTIFY with it closes 4014)."""
         self.edit_limit, self.post_limit, self.window = edit_limit, post_limit, window
         self.token_lifetime = token_lifetime
-        self.ids = itertools.count(1_000_000)
+        self._sequence = itertools.count(1)
         self.channels: dict[str, dict[str, Any]] = {
             CHANNEL_ID: self._text_channel(CHANNEL_ID, "general"),
             OTHER_CHANNEL_ID: self._text_channel(OTHER_CHANNEL_ID, "random"),
@@ -141,6 +142,11 @@ class FakeDiscord:
         self._windows: dict[tuple[str, str], Window] = {}
         self._changed = asyncio.Condition()
         self.base = ""
+
+    def snowflake(self) -> str:
+        """A real Discord id: milliseconds since 2015 in the top bits (discord.py reads them)."""
+        millis = int(time.time() * 1000) - DISCORD_EPOCH_MS
+        return str((millis << 22) | (next(self._sequence) & 0x3FFFFF))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -238,7 +244,12 @@ class FakeDiscord:
         permissions: str = MEMBER_PERMISSIONS,
         guild_id: str | None = GUILD_ID,
     ) -> Interaction:
-        data = {"id": str(next(self.ids)), "name": name, "type": 1, "options": options}
+        data = {
+            "id": str(self.snowflake()),
+            "name": name,
+            "type": 1,
+            "options": options,
+        }
         return await self._interact(2, data, channel_id, user, permissions, guild_id)
 
     async def press_button(
@@ -273,8 +284,8 @@ class FakeDiscord:
     ) -> Interaction:
         user = user or _user("444", "asker")
         interaction = Interaction(
-            str(next(self.ids)),
-            f"itoken-{next(self.ids)}",
+            str(self.snowflake()),
+            f"itoken-{self.snowflake()}",
             channel_id,
             guild_id,
             time.monotonic(),
@@ -356,7 +367,7 @@ class FakeDiscord:
         )
 
     def dm_channel(self, user: dict[str, Any]) -> str:
-        channel_id = str(next(self.ids))
+        channel_id = str(self.snowflake())
         self.channels[channel_id] = {
             "id": channel_id,
             "type": 1,
@@ -419,7 +430,7 @@ class FakeDiscord:
     def _message(
         self, channel_id: str, author: dict[str, Any], content: str, **extra: Any
     ) -> dict[str, Any]:
-        message_id = str(next(self.ids))
+        message_id = str(self.snowflake())
         message = {
             "id": message_id,
             "channel_id": channel_id,
@@ -568,7 +579,7 @@ class FakeDiscord:
         stored = [
             {
                 **c,
-                "id": str(next(self.ids)),
+                "id": str(self.snowflake()),
                 "application_id": APP_ID,
                 "version": "1",
                 **({"guild_id": guild} if guild else {}),

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from adapters.discord.rest import DiscordRest
-from adapters.discord.surface import CONTINUED_NOTE
+from adapters.discord.surface import CONTINUED_NOTE, MOVED_NOTE
 from bridge.surface import RateLimited
 from tests.discord_fake import (
     BOT_TOKEN,
@@ -156,3 +156,21 @@ async def test_stop_button_cancels_the_stream_only_for_the_asker(bridge):
     )
     (record,) = await replies(bridge)
     assert record.status == "stopped"
+
+
+async def test_a_reply_that_starts_after_the_deadline_goes_to_the_channel(bridge):
+    async with (
+        running_fake_discord() as fake,
+        serving(fake, bridge, discord_interaction_deadline=0.001),
+    ):
+        interaction = await fake.send_slash("ask", prompt("late question"))
+        (moved,) = await fake.wait_for(
+            lambda: [
+                m
+                for m in fake.posted(CHANNEL_ID)
+                if not m.get("interaction_token") and final(m)
+            ]
+        )
+        await settled(fake)
+    assert moved["content"] == await upstream_text(bridge, "late question")
+    assert fake.messages[interaction.original]["content"] == MOVED_NOTE

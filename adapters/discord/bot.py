@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -37,6 +38,15 @@ EPHEMERAL = 1 << 6
 DM_BIND_HINT = (
     "agent-bridge bind --platform discord --workspace dm --channel {channel} AGENT_ID"
 )
+
+
+def _created_at(interaction: discord.Interaction) -> float:
+    """When Discord created the interaction, on the event loop's clock: its 15 minutes run from
+    then, not from when a (possibly backlogged) gateway delivered it. Clock skew can only make
+    this earlier, which makes the switch to channel messages earlier, never late."""
+    loop_now = asyncio.get_running_loop().time()
+    age = time.time() - discord.utils.snowflake_time(interaction.id).timestamp()
+    return loop_now - max(0.0, age)
 
 
 class DiscordBridge:
@@ -87,7 +97,7 @@ class DiscordBridge:
     # -- commands ----------------------------------------------------------------------------
 
     async def ask(self, interaction: discord.Interaction, prompt: str) -> None:
-        received = asyncio.get_running_loop().time()
+        received = _created_at(interaction)
         try:  # first, within Discord's 3-second window
             await self.rest.respond(interaction.id, interaction.token, DEFERRED_MESSAGE)
         except SurfaceError as exc:

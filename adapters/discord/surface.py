@@ -31,6 +31,7 @@ LIMITS = SurfaceLimits(
     edit=Rate(per_second=0.9, burst=1, scope=Scope.CHANNEL),
 )
 CONTINUED_NOTE = "\n-# continued in the next message ↓"
+MOVED_NOTE = "-# The answer is in the next message ↓"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,8 @@ class DiscordSurface:
         return render_part(part, self._stop_id)
 
     async def post(self, thread: ThreadKey, payload: DiscordMessage) -> MessageRef:
+        if self.interaction is not None and not self._interaction_usable():
+            await self._retire_interaction()
         if self._interaction_usable():
             try:
                 data = await self._post_via_interaction(payload)
@@ -195,6 +198,29 @@ class DiscordSurface:
         return MessageRef(
             thread, message_id, str(data.get("channel_id") or self.channel_id)
         )
+
+    async def _retire_interaction(self) -> None:
+        """The deadline passed before the reply used its interaction (it waited its turn in a
+        busy thread): best effort, point the "thinking…" message at the channel message."""
+        interaction, self.interaction = self.interaction, None
+        if interaction is None or self._original_taken:
+            return
+        body = {
+            "content": MOVED_NOTE,
+            "embeds": [],
+            "components": [],
+            "allowed_mentions": {"parse": []},
+        }
+        try:
+            await self.rest.webhook(
+                "PATCH",
+                interaction.application_id,
+                interaction.token,
+                "@original",
+                body,
+            )
+        except SurfaceError as exc:
+            log.info("could not point the expiring interaction at the channel: %s", exc)
 
     async def _leave(self, message: MessageRef) -> None:
         """Best effort, while the token still works: drop the old message's Stop button and say
