@@ -256,3 +256,44 @@ async def test_a_refused_token_is_a_configuration_error(bridge):
                 DiscordPlatform(settings).run(bridge, asyncio.Event()), 10
             )
     assert "DISCORD_BOT_TOKEN" in str(error.value) and "wrong" not in str(error.value)
+
+
+def test_cli_commands_run_against_the_configured_api(clean_env):
+    """The typer commands as the lead mounts them: their own event loop, the fake in another thread."""
+    import asyncio as aio
+    import threading
+
+    ready = threading.Event()
+    stopping: dict[str, object] = {}
+
+    def serve() -> None:
+        async def main() -> None:
+            async with running_fake_discord() as fake:
+                stopping["fake"], stopping["stop"] = fake, aio.Event()
+                stopping["loop"] = aio.get_running_loop()
+                ready.set()
+                await stopping["stop"].wait()  # type: ignore[union-attr]
+
+        aio.run(main())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    fake = stopping["fake"]
+    try:
+        clean_env.setenv("DISCORD_BOT_TOKEN", BOT_TOKEN)
+        clean_env.setenv("DISCORD_API_URL", fake.api_url)  # type: ignore[attr-defined]
+        synced = CliRunner().invoke(app, ["sync-commands", "--guild", GUILD_ID])
+        invite = CliRunner().invoke(app, ["invite-url"])
+    finally:
+        stopping["loop"].call_soon_threadsafe(stopping["stop"].set)  # type: ignore[union-attr]
+        thread.join(10)
+    assert synced.exit_code == 0, synced.output
+    assert (
+        "Registered /ask, /agent" in synced.output
+        and f"guild {GUILD_ID}" in synced.output
+    )
+    assert invite.exit_code == 0 and invite.output.startswith(
+        "https://discord.com/oauth2/authorize?"
+    )
+    assert BOT_TOKEN not in synced.output + invite.output
