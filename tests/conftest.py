@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,7 @@ from hypothesis import settings as hypothesis_settings
 from bridge.app import Bridge, open_bridge
 from bridge.config import load_settings
 from bridge.mock_agent import running_mock_agent
+from tests.secret_guard import CONFTEST_KEY, leaks
 
 # CI explores the same examples every run (reproducible, no flaky deadlines); locally each run
 # draws new ones, which is where new counterexamples come from.
@@ -43,7 +45,7 @@ def bridge_factory(mock_agent_url: str, tmp_path):
     async def factory(**overrides: Any) -> AsyncIterator[Bridge]:
         options: dict[str, Any] = {
             "agent_api_url": mock_agent_url,
-            "agent_api_key": "sk-so-test-key-0123456789",
+            "agent_api_key": CONFTEST_KEY,
             "agent_default_id": SENTIENTONE_AGENT,
             "bridge_database_url": f"sqlite+aiosqlite:///{tmp_path / 'bridge.db'}",
             "agent_idle_timeout": 5,
@@ -59,3 +61,26 @@ def bridge_factory(mock_agent_url: str, tmp_path):
 async def bridge(bridge_factory) -> AsyncIterator[Bridge]:
     async with bridge_factory() as opened:
         yield opened
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "logs_secrets_on_purpose: the test feeds a secret to logging itself (redaction tests)"
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_any_log_record(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture):
+    """Every test: no known secret may appear in any log record the bridge produced (raw, before
+    any redacting handler), nor in the text of a logged exception."""
+    caplog.set_level(logging.INFO)
+    yield
+    if request.node.get_closest_marker("logs_secrets_on_purpose"):
+        return
+    texts = []
+    for record in [*caplog.get_records("setup"), *caplog.get_records("call")]:
+        texts.append(record.getMessage())
+        if record.exc_info:
+            texts.append(logging.Formatter().formatException(record.exc_info))
+    found = leaks(texts)
+    assert not found, f"secret(s) leaked into log records: {[s[:6] + '…' for s in found]}"

@@ -189,6 +189,16 @@ class FakeSlack:
                 self.changed.set()
         return socket
 
+    def assert_no_secrets(self) -> None:
+        """No token or signing secret in any request body the bridge sent, nor in any message shown."""
+        from tests.secret_guard import leaks
+
+        texts = [json.dumps(c.args, default=str) for c in self.calls]
+        texts += [json.dumps(r, default=str) for r in self.responses]
+        texts += [f"{m.text} {m.markdown} {m.attachments} {m.blocks} {m.versions}" for m in self.messages.values()]
+        found = leaks(texts)
+        assert not found, f"secret(s) reached Slack: {[s[:6] + '…' for s in found]}"
+
     # -- the server ---------------------------------------------------------------------
 
     def app(self) -> web.Application:
@@ -374,3 +384,4 @@ async def running_fake_slack(**options: Any) -> AsyncIterator[FakeSlack]:
         for socket in fake.sockets:
             await socket.close()
         await runner.cleanup()
+    fake.assert_no_secrets()

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 AGENT = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
-KEY = "sk-so-cli-secret-key-424242"
+from tests.secret_guard import CLI_KEY as KEY
+
 EXE = shutil.which("agent-bridge", path=str(Path(sys.executable).parent)) or "agent-bridge"
 
 

@@ -16,9 +16,10 @@ import pytest
 
 from bridge.keys import ThreadKey
 from bridge.store import Store
+from tests.conftest import SENTIENTONE_AGENT
+from tests.secret_guard import LIFECYCLE_KEY
 from tests.slack_client import SlackDelivery
 from tests.slack_fake import BOT_TOKEN, SIGNING_SECRET, TEAM, running_fake_slack
-from tests.conftest import SENTIENTONE_AGENT
 
 EXE = str(Path(sys.executable).parent / "agent-bridge")
 INTERRUPTED = "interrupted"
@@ -68,7 +69,7 @@ async def world(tmp_path, mock_agent_url):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "BRIDGE_", "SLACK_", "DISCORD_"))}
         env.update(
             AGENT_API_URL=mock_agent_url,
-            AGENT_API_KEY="sk-so-lifecycle-key",
+            AGENT_API_KEY=LIFECYCLE_KEY,
             AGENT_DEFAULT_ID=SENTIENTONE_AGENT,
             BRIDGE_DATABASE_URL=f"sqlite+aiosqlite:///{db}",
             BRIDGE_HTTP_HOST="127.0.0.1",
