@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import socket
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -51,6 +52,8 @@ class Inbound:
     user: str
     text: str
     event_id: str | None = None
+    from_bot: bool = False
+    """Written by another bot (the adapter already checked the binding allows bots at all)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,29 @@ class ThreadLanes:
         return len(self._lanes)
 
 
+class BotTurns:
+    """Consecutive bot-written messages answered per thread, so two bots never talk forever.
+
+    A bot may get `limit` answers in a row in one thread; a human message resets the count.
+    Per process and bounded (the oldest threads are forgotten first).
+    """
+
+    def __init__(self, limit: int = 1, capacity: int = 10_000) -> None:
+        self.limit = limit
+        self.capacity = capacity
+        self._turns: OrderedDict[ThreadKey, int] = OrderedDict()
+
+    def allow(self, inbound: Inbound) -> bool:
+        if not inbound.from_bot:
+            self._turns.pop(inbound.thread, None)
+            return True
+        turns = self._turns.pop(inbound.thread, 0)
+        self._turns[inbound.thread] = turns + 1
+        if len(self._turns) > self.capacity:
+            self._turns.popitem(last=False)
+        return turns < self.limit
+
+
 class Relay:
     """Drives replies. One instance per process; adapters share it."""
 
@@ -114,6 +140,7 @@ class Relay:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.checkpoint_interval = checkpoint_interval
         self.lanes = ThreadLanes()
+        self.bot_turns = BotTurns()
         self.accepting = True
         self._interrupting = False
         self._streams: dict[int, asyncio.Task[None]] = {}
@@ -143,6 +170,9 @@ class Relay:
             if inbound.event_id and not await self.store.claim_event(thread.platform, inbound.event_id):
                 log.info("duplicate delivery %s in %s ignored", inbound.event_id, thread)
                 return ReplyOutcome(reply=None, duplicate=True)
+            if not self.bot_turns.allow(inbound):
+                log.info("not answering bot %s again in %s until a person speaks", inbound.user, thread)
+                return ReplyOutcome(reply=None)
             refusal = self._refusal(inbound)
             if refusal is not None:
                 return await self.say(surface, thread, refusal)

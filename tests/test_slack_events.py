@@ -171,3 +171,25 @@ async def test_unbound_channel_without_default_agent_points_to_the_slash_command
         await settled(slack)
     (message,) = fake.thread_messages("C0001", thread_ts)
     assert "/agent bind &lt;agent-id&gt;" in message.text
+
+
+async def test_two_bots_never_loop(bridge, fake, agent_ids):
+    """Another bot allowed to talk to ours: it gets one answer per turn of a person, not a loop."""
+    await bridge.store.bind("slack", "T0001", "C0001", agent_ids[0], "UADMIN", options={"allow_bots": True})
+    other = {"user": None, "bot_id": "BOTHER", "subtype": "bot_message"}
+    async with running_slack(bridge, fake) as slack:
+        ts = slack.new_ts()
+        await slack.event({"type": "app_mention", "text": "<@UBOT0001> hello bot", "ts": ts, "channel": "C0001", "bot_id": "BOTHER"})
+        await settled(slack)
+        assert fake.count("chat.postMessage") == 1
+        for i in range(3):  # the other bot answers our answer, again and again
+            await slack.message(f"<@UBOT0001> echo {i}", channel="C0001", channel_type="channel", thread_ts=ts, **other)
+            await slack.event({"type": "app_mention", "text": f"<@UBOT0001> echo {i}", "ts": slack.new_ts(), "channel": "C0001", "thread_ts": ts, "bot_id": "BOTHER"})
+        await settled(slack)
+        assert fake.count("chat.postMessage") == 1  # stays at one reply
+        await slack.message("a person asks", channel="C0001", channel_type="channel", thread_ts=ts)
+        await settled(slack)
+        assert fake.count("chat.postMessage") == 2
+        await slack.message("bot again", channel="C0001", channel_type="channel", thread_ts=ts, **other)
+        await settled(slack)
+        assert fake.count("chat.postMessage") == 3  # after a person spoke, the bot gets one answer again

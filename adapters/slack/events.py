@@ -120,7 +120,7 @@ class SlackEvents:
     def _answer(self, thread: ThreadKey, event: dict[str, Any], text: str, event_id: str | None) -> None:
         user = event.get("user") or event.get("bot_id") or ""
         self.surface.note_asker(thread, user)
-        inbound = Inbound(thread, user, text, event_id)
+        inbound = Inbound(thread, user, text, event_id, from_bot=_from_bot(event))
         self.spawn(self.bridge.relay.handle(inbound, self.surface), f"slack reply {thread}")
 
     async def _allows_bots(self, thread: ThreadKey) -> bool:
