@@ -8,12 +8,14 @@ import logging
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.internals import parse_body
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.events import SlackEvents
 from adapters.slack.settings import SlackSettings
 from adapters.slack.surface import SlackSurface
+from adapters.slack.validate import problem
 from bridge.app import Bridge
 
 log = logging.getLogger("adapters.slack")
@@ -30,6 +32,22 @@ def make_client(settings: SlackSettings) -> AsyncWebClient:
         timeout=30,
         retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=1)],
     )
+
+
+@web.middleware
+async def _reject_unparsable(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    """Refuse with 400 what Slack never sends — a body that is not UTF-8, not the JSON / form its
+    content type claims, or not shaped like a Slack request — before bolt parses it (bolt and
+    our listeners would fail on it instead)."""
+    if request.method == "POST":
+        try:
+            body = parse_body((await request.read()).decode("utf-8"), request.headers.get("Content-Type"))
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            return web.Response(status=400, text="the request body is not what its content type says")
+        found = problem(body)
+        if found:
+            return web.Response(status=400, text=f"not a Slack request: {found}")
+    return await handler(request)
 
 
 class SlackPlatform:
@@ -86,6 +104,7 @@ class SlackPlatform:
 
     async def _run_http(self, bridge: Bridge, app: AsyncApp, stop: asyncio.Event) -> None:
         web_app = app.web_app(path=EVENTS_PATH, port=self.settings.bridge_http_port)
+        web_app.middlewares.append(_reject_unparsable)
         runner = web.AppRunner(web_app, access_log=None, shutdown_timeout=2)
         await runner.setup()
         try:
