@@ -18,7 +18,7 @@ from typing import Any
 from bridge.budget import Budgets, Priority, TokenBucket
 from bridge.keys import MessageRef, ThreadKey
 from bridge.reply import MessagePart, Reply, ReplyState, ReplyStatus
-from bridge.surface import MessageExpired, MessageGone, NativeStream, RateLimited, StreamRefused, Surface, SurfaceError
+from bridge.surface import AccessDenied, MessageExpired, MessageGone, NativeStream, RateLimited, StreamRefused, Surface, SurfaceError
 
 log = logging.getLogger("bridge.scheduler")
 
@@ -205,6 +205,8 @@ class ReplyWriter:
                 continue
             except (MessageGone, StreamRefused):
                 raise
+            except AccessDenied as exc:
+                raise DeliveryFailed(str(exc)) from exc
             except SurfaceError as exc:
                 await self._backoff(failures, exc)
                 failures += 1
@@ -249,6 +251,8 @@ class ReplyWriter:
                 return
             except MessageGone:
                 raise
+            except AccessDenied as exc:
+                raise DeliveryFailed(str(exc)) from exc
             except SurfaceError as exc:
                 await self._backoff(failures, exc)
                 failures += 1

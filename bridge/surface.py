@@ -63,6 +63,11 @@ class MessageGone(SurfaceError):
     """The reply's message (or its thread) no longer accepts edits: deleted, archived, locked."""
 
 
+class AccessDenied(SurfaceError):
+    """The platform refuses this bot itself (token revoked, scope or permission missing):
+    retrying or waiting cannot help; an admin must act. The message says what to fix."""
+
+
 class MessageExpired(SurfaceError):
     """This message can no longer be edited, but the thread is fine (e.g. a Discord interaction
     token past 15 minutes): the core posts the part again as a new message and continues there."""

@@ -560,3 +560,20 @@ def test_backoff_grows_with_jitter_and_cap():
     assert backoff_delay(0, lambda: 0.5) == 0.5
     assert backoff_delay(1, lambda: 0.0) == 0.75 and backoff_delay(1, lambda: 1.0) == 1.25
     assert backoff_delay(10, lambda: 1.0) == 8.0
+
+
+async def test_malformed_json_line_is_skipped_and_the_reply_goes_on(caplog):
+    """One broken data line (logged) must not cost the user the rest of the answer."""
+    broken = sse(
+        {"type": "meta", "conversation_id": "c1"},
+        {"type": "delta", "content": "before "},
+        '{"type": "delta", "content": "trunc',
+        {"type": "delta", "content": "after"},
+        {"type": "done", "conversation_id": "c1"},
+    )
+    async with scripted_agent([broken]) as agent:
+        async with client_for(agent.url) as client:
+            events = await collect(client, SO_AGENT, "x")
+    assert text_of(events) == "before after"
+    assert isinstance(events[-1], Completed)
+    assert "not JSON" in caplog.text

@@ -19,6 +19,7 @@ from bridge.events import Source
 from bridge.failures import AgentFailure, FailureCode
 from bridge.reply import MessagePart, Reply, ReplyStatus, ToolCall, ToolStatus
 from bridge.surface import (
+    AccessDenied,
     MessageExpired,
     MessageGone,
     RateLimited,
@@ -139,6 +140,8 @@ def _api_error(method: str, error: str, status: int = 200, headers: dict | None 
         ("chat.appendStream", "message_not_in_streaming_state", 200, StreamRefused),
         ("chat.stopStream", "streaming_state_conflict", 200, StreamRefused),
         ("chat.update", "internal_error", 200, SurfaceError),
+        ("chat.postMessage", "token_revoked", 200, AccessDenied),
+        ("chat.postMessage", "missing_scope", 200, AccessDenied),
     ],
 )
 def test_errors_map_to_the_core_vocabulary(method: str, error: str, status: int, kind: type) -> None:

@@ -184,3 +184,15 @@ async def test_native_streaming_in_channel_threads_names_the_recipient(bridge, f
     assert start.status == 200 and start.args["recipient_user_id"] == "UUSER" and start.args["recipient_team_id"] == "T0001"
     (reply,) = fake.thread_messages("C0001", thread_ts)
     assert reply.markdown == await upstream_text(bridge, "stream it here") and not reply.streaming
+
+
+async def test_revoked_token_is_logged_with_what_to_do_and_the_reply_recorded_failed(bridge, fake, caplog):
+    fake.fail_next["chat.postMessage"] = ["token_revoked"]
+    async with running_slack(bridge, fake) as slack:
+        _, thread_ts = await slack.mention("hello")
+        await settled(slack)
+    assert fake.thread_messages("C0001", thread_ts)[1:] == []  # nothing could be posted
+    assert fake.count("chat.postMessage") == 1  # and it was not retried: waiting cannot help
+    (record,) = await bridge.store.recent_replies(ThreadKey("slack", "T0001", "C0001", thread_ts), 1)
+    assert record.status == "failed" and record.error_code == "delivery_failed"
+    assert "token_revoked" in caplog.text and "reinstall the app" in caplog.text

@@ -22,6 +22,7 @@ from adapters.slack.settings import NativeStreaming
 from bridge.keys import MessageRef, ThreadKey
 from bridge.reply import MessagePart
 from bridge.surface import (
+    AccessDenied,
     MessageExpired,
     MessageGone,
     Rate,
@@ -53,6 +54,16 @@ _GONE = frozenset(
     }
 )
 _EXPIRED = frozenset({"cant_update_message", "edit_window_closed"})
+_DENIED = {
+    "invalid_auth": "SLACK_BOT_TOKEN was refused; set a valid bot token and restart",
+    "not_authed": "no SLACK_BOT_TOKEN was sent; set one and restart",
+    "token_revoked": "SLACK_BOT_TOKEN was revoked; reinstall the app and set the new token",
+    "token_expired": "SLACK_BOT_TOKEN has expired; set a fresh token and restart",
+    "account_inactive": "the app's bot user was deactivated; reinstall the app",
+    "missing_scope": "the app lacks a scope it needs; reinstall it from deploy/slack/manifest.json",
+    "no_permission": "the app may not do this in this workspace; check the app's settings",
+}
+"""Errors an admin must fix, each with what to do."""
 _STREAM_REFUSED = frozenset(
     {
         "message_not_in_streaming_state",
@@ -100,6 +111,8 @@ def translate(exc: BaseException, method: str) -> SurfaceError:
                 retry_after = 1.0
             return RateLimited(retry_after, method)
         message = f"Slack {method} failed: {code}"
+        if code in _DENIED:
+            return AccessDenied(f"{message}: {_DENIED[code]}")
         if code in _GONE:
             return MessageGone(message)
         if code in _EXPIRED:
