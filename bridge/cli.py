@@ -251,6 +251,17 @@ def run(
     _run(serve)
 
 
+@app.command(
+    "discord",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def discord_commands(ctx: typer.Context) -> None:
+    """Discord: `sync-commands [--guild ID]` registers /ask and /agent; `invite-url` prints the invite link."""
+    from adapters.discord.cli import app as discord_app  # imported only when used: discord.py is heavy
+
+    discord_app(args=ctx.args, prog_name="agent-bridge discord")
+
+
 @app.command("mock-agent")
 def mock_agent(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",

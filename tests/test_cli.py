@@ -192,3 +192,24 @@ async def test_mock_agent_command_serves_both_dialects(tmp_path):
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_run_without_platforms_says_which_variables_to_set(tmp_path):
+    env = base_env(tmp_path)
+    code, _, err = await run_cli("run", env=env, cwd=tmp_path)
+    assert code == 2 and "SLACK_BOT_TOKEN" in err and "DISCORD_BOT_TOKEN" in err and "agent-bridge demo" in err
+    code, _, err = await run_cli("run", "--platform", "discord", env=env, cwd=tmp_path)
+    assert code == 2 and "DISCORD_BOT_TOKEN is not set" in err
+    code, _, err = await run_cli("run", "--platform", "irc", env=env, cwd=tmp_path)
+    assert code == 2 and "unknown platform irc" in err
+
+
+async def test_run_with_half_a_slack_configuration_names_the_missing_variable(tmp_path):
+    env = base_env(tmp_path, SLACK_BOT_TOKEN="xoxb-1111-2222-fakefakefakefake")
+    code, _, err = await run_cli("run", env=env, cwd=tmp_path)
+    assert code == 2 and "SLACK_SIGNING_SECRET" in err and "xoxb-1111" not in err
+
+
+async def test_discord_subcommands_are_reachable(tmp_path):
+    code, out, err = await run_cli("discord", "invite-url", env=base_env(tmp_path), cwd=tmp_path)
+    assert code == 2 and "DISCORD_BOT_TOKEN" in out + err
