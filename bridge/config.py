@@ -7,11 +7,15 @@ never the value of a secret.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TypeVar
 
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridge.limits import RateSpec
+
+
+S = TypeVar("S", bound=BaseSettings)
 
 
 class Dialect(StrEnum):
@@ -91,13 +95,19 @@ class Settings(BaseSettings):
         return [s for s in (self.api_key,) if s]
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Build settings or raise `ConfigError` with one line per bad variable."""
+def build_settings(cls: type[S], **overrides: object) -> S:
+    """Any settings class (the core's or an adapter's), or `ConfigError` with one part per bad
+    variable — naming it and saying what is wrong, never echoing its value."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return cls(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = []
         for err in exc.errors(include_url=False, include_input=False):
-            name = str(err["loc"][0]).upper() if err["loc"] else "configuration"
+            name = str(err["loc"][0]).upper() if err["loc"] else cls.__name__
             lines.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
         raise ConfigError("; ".join(lines)) from None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """The core's settings, or `ConfigError` with one line per bad variable."""
+    return build_settings(Settings, **overrides)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bridge.config import ConfigError
+from bridge.config import ConfigError, build_settings
 
 
 class NativeStreaming(StrEnum):
@@ -103,14 +103,7 @@ class SlackSettings(BaseSettings):
 
 def load_slack_settings(**overrides: object) -> SlackSettings | None:
     """Slack's settings, or None when SLACK_BOT_TOKEN is unset (Slack is simply off)."""
-    try:
-        settings = SlackSettings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors(include_url=False, include_input=False):
-            name = str(err["loc"][0]).upper() if err["loc"] else "configuration"
-            lines.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
-        raise ConfigError("; ".join(lines)) from None
+    settings = build_settings(SlackSettings, **overrides)
     if settings.slack_bot_token is None:
         return None
     if not settings.app_token and not settings.signing_secret:
