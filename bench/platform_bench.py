@@ -213,6 +213,8 @@ class Spec:
     editor: str
     scale: float
     agent_url: str
+    trace_memory: float = 0.0
+    """When > 0: tracemalloc during the load, a snapshot this many seconds in (slows everything)."""
 
     def channels(self) -> list[str]:
         count = self.load if self.layout == "spread" else 1
@@ -481,8 +483,18 @@ async def child(spec: Spec) -> dict[str, Any]:
                 stop = asyncio.Event()
                 rss0 = rss_bytes()
                 ticker = asyncio.create_task(sampler(lag, rss, stop))
+                if spec.trace_memory:
+                    import tracemalloc
+
+                    tracemalloc.start(8)
+                    heap0 = tracemalloc.get_traced_memory()[0]
                 cpu0, wall0 = time.process_time(), time.monotonic()
                 go.set()
+                if spec.trace_memory:
+                    await asyncio.sleep(spec.trace_memory)
+                    snapshot = tracemalloc.take_snapshot()
+                    heap_now = tracemalloc.get_traced_memory()[0]
+                    in_flight = sum(1 for r in records if r.last_returned is None or r.done is None)
                 oks = await task
                 cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
                 stop.set()
@@ -490,7 +502,13 @@ async def child(spec: Spec) -> dict[str, Any]:
             state = await fake_state(base)
         finally:
             stop_process(proc)
-    return summarize(spec, records, oks, state, cpu, wall, lag, max([rss0, *rss]) - rss0)
+    result = summarize(spec, records, oks, state, cpu, wall, lag, max([rss0, *rss]) - rss0)
+    if spec.trace_memory:
+        result["traced_in_flight"] = in_flight
+        result["traced_kb_per_in_flight"] = (heap_now - heap0) / 1024 / max(in_flight, 1)
+        stats = snapshot.statistics("filename")[:15]
+        result["traced_top"] = [f"{st.size / 1024:.0f} KB {st.traceback[0].filename}" for st in stats]
+    return result
 
 
 def summarize(
@@ -660,6 +678,12 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per run")
     parser.add_argument("--json", help="also append every row, as JSON lines, to this file")
     parser.add_argument("--write", action="store_true", help="update docs/PERFORMANCE.md")
+    parser.add_argument(
+        "--trace-memory",
+        type=float,
+        default=0.0,
+        help="tracemalloc the load and snapshot this many seconds in (memory diagnosis; slows every other figure)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -676,6 +700,7 @@ def main() -> None:
         args.delta_delay,
         args.timeout,
         args.json,
+        trace_memory=args.trace_memory,
     )
     print()
     print(ratios(rows))
@@ -695,6 +720,7 @@ def run_matrix(
     timeout: float = 900.0,
     json_path: str | None = None,
     echo: bool = True,
+    trace_memory: float = 0.0,
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     proc, url = start_agent(first_token_delay, delta_delay)
@@ -708,13 +734,16 @@ def run_matrix(
                         continue  # one reply: both layouts are the same run
                     for editor in editors:
                         s = auto_scale(load) if scale == "auto" else float(scale)
-                        row = run_child(Spec(plat, layout, load, editor, s, url), timeout)
+                        row = run_child(Spec(plat, layout, load, editor, s, url, trace_memory), timeout)
                         rows.append(row)
                         if json_path:
                             with open(json_path, "a") as f:
                                 f.write(json.dumps(row) + "\n")
                         if echo:
                             print(table([row]).splitlines()[-1], flush=True)
+                            if "traced_top" in row:
+                                print(f"  traced: {row['traced_kb_per_in_flight']:.1f} KB per in-flight reply "
+                                      f"({row['traced_in_flight']} in flight)", *row["traced_top"], sep="\n    ", flush=True)
     finally:
         stop_process(proc)
     return rows
