@@ -309,7 +309,8 @@ class Relay:
             on_posted=on_posted,
             on_gone=on_gone,
         )
-        checkpoints = asyncio.create_task(self._checkpoints(reply_id, state))
+        changed = asyncio.Event()
+        checkpoints = asyncio.create_task(self._checkpoints(reply_id, state, changed))
         try:
             try:
                 await writer.start()
@@ -319,7 +320,7 @@ class Relay:
                 await self.store.finish_reply(reply_id, ReplyStatus.FAILED.value, error_code="delivery_failed")
                 return ReplyOutcome(reply=state.snapshot(), reply_id=reply_id, agent_id=agent_id)
             stream_task = asyncio.create_task(
-                self._pump(thread, agent_id, inbound.text, state, writer),
+                self._pump(thread, agent_id, inbound.text, state, writer, changed),
                 name=f"agent-stream {thread}",
             )
             self._streams[reply_id] = stream_task
@@ -360,18 +361,17 @@ class Relay:
             agent_id=agent_id,
         )
 
-    async def _checkpoints(self, reply_id: int, state: ReplyState) -> None:
-        """Save the reply's state now and then, so a restart after a crash can show what was said."""
-        saved = -1
+    async def _checkpoints(self, reply_id: int, state: ReplyState, changed: asyncio.Event) -> None:
+        """Save the reply's state soon after it changes, then at most every `checkpoint_interval`,
+        so a restart after a crash can show what was said (the first text is saved at once)."""
         while True:
-            await asyncio.sleep(self.checkpoint_interval)
-            if state.version == saved:
-                continue
-            saved = state.version
+            await changed.wait()
+            changed.clear()
             try:
                 await self.store.update_reply(reply_id, checkpoint=reply_to_json(state.snapshot()))
             except Exception as exc:  # a missed checkpoint only makes recovery show less
                 log.warning("could not checkpoint reply %s: %s", reply_id, exc)
+            await asyncio.sleep(self.checkpoint_interval)
 
     async def recover(self, surface: Surface) -> int:
         """Finalize this platform's replies that a crashed process left streaming.
@@ -412,13 +412,22 @@ class Relay:
         return self.settings.agent_default_id
 
     async def _pump(
-        self, thread: ThreadKey, agent_id: str, text: str, state: ReplyState, writer: ReplyWriter
+        self,
+        thread: ThreadKey,
+        agent_id: str,
+        text: str,
+        state: ReplyState,
+        writer: ReplyWriter,
+        changed: asyncio.Event,
     ) -> None:
         """Feed upstream events into the state; store the conversation id the moment it is known."""
         conversation_id = state.conversation_id
         async for event in self._events(thread, agent_id, text, conversation_id, state):
+            version = state.version
             state.apply(event)
-            writer.notify()
+            if state.version != version:
+                writer.notify()
+                changed.set()
             if isinstance(event, ConversationStarted) and event.conversation_id != conversation_id:
                 if await self._save_conversation_id(thread, event.conversation_id):
                     conversation_id = event.conversation_id

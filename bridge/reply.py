@@ -62,9 +62,11 @@ class Reply:
     sources: tuple[Source, ...] = ()
     error: AgentFailure | None = None
     status: ReplyStatus = ReplyStatus.STREAMING
-    usage: Usage | None = None
-    conversation_id: str | None = None
-    trace_id: str | None = None
+    # Bookkeeping that is not shown on its own (a trace id is shown with its error, which does
+    # compare): excluded from equality, so the writer never spends an edit when only they change.
+    usage: Usage | None = field(default=None, compare=False)
+    conversation_id: str | None = field(default=None, compare=False)
+    trace_id: str | None = field(default=None, compare=False)
     notice: str | None = None
     """A core-written line shown under the text (e.g. "stopped", "interrupted", "new conversation")."""
 

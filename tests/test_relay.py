@@ -372,3 +372,14 @@ async def test_recover_finalizes_what_a_crash_left_streaming(bridge_factory):
         assert surface.messages[silent_record.message_ids[0]].reply.notice == INTERRUPTED_NOTICE
         assert (await bridge.store.get_reply(elsewhere)).status == "streaming"  # another platform's job
         assert await bridge.relay.recover(surface) == 0
+
+
+async def test_no_edit_is_spent_on_invisible_changes(bridge):
+    """The conversation id (or usage) arriving changes nothing on screen: no edit for it."""
+    surface = RecordingSurface()
+    outcome = await bridge.relay.handle(Inbound(thread(), "U1", "hello", None), surface)
+    assert outcome.ok
+    edits = surface.ops("edit")
+    assert edits and all(e.payload.text for e in edits), "every edit showed text"
+    shown = [(e.payload.text, e.payload.reply.status) for e in edits]
+    assert len(shown) == len(set(shown)), "no edit repeated what was already visible"
