@@ -61,6 +61,8 @@ class Record:
 
     calls: int = 0
     refused: int = 0
+    raised: str = ""
+    """What `Relay.handle` raised, if it did (it promises not to)."""
     """Calls the platform refused (429s and errors): `calls - refused` were accepted."""
     first_visible: float | None = None
     first_call_started: float | None = None
@@ -226,6 +228,8 @@ class Spec:
     agent_url: str
     deltas: str = "words"
     """`words`: re-emit each mock delta as word-sized deltas (token streaming); `mock`: as sent."""
+    profile: str = ""
+    """When set: pyinstrument the load and write its text report to this path (slows every figure)."""
     trace_memory: float = 0.0
     """When > 0: tracemalloc during the load, a snapshot this many seconds in (slows everything)."""
 
@@ -381,10 +385,14 @@ async def _run_ours(spec: Spec, surfaces: Surfaces, records: list[Record], tmp: 
             *(
                 bridge.relay.handle(Inbound(surfaces.thread(i), f"U{i}", f"{MESSAGE} #{i}"), surfaces.surface(i, records[i]))
                 for i in range(spec.load)
-            )
+            ),
+            return_exceptions=True,
         )
         await agent.aclose()
-    return [o.ok for o in outcomes]
+    for i, outcome in enumerate(outcomes):
+        if isinstance(outcome, BaseException):
+            records[i].raised = f"{type(outcome).__module__}.{type(outcome).__name__}: {str(outcome)[:120]}"
+    return [not isinstance(o, BaseException) and o.ok for o in outcomes]
 
 
 async def _naive_reply(editor: str, agent: Any, surface: Recording, thread: Any, text: str, record: Record) -> bool:
@@ -509,6 +517,12 @@ async def child(spec: Spec) -> dict[str, Any]:
 
                     tracemalloc.start(8)
                     heap0 = tracemalloc.get_traced_memory()[0]
+                profiler = None
+                if spec.profile:
+                    from pyinstrument import Profiler  # the `bench` extra
+
+                    profiler = Profiler(interval=0.001, async_mode="disabled")
+                    profiler.start()
                 cpu0, wall0 = time.process_time(), time.monotonic()
                 go.set()
                 if spec.trace_memory:
@@ -518,6 +532,9 @@ async def child(spec: Spec) -> dict[str, Any]:
                     in_flight = sum(1 for r in records if r.last_returned is None or r.done is None)
                 oks = await task
                 cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+                if profiler is not None:
+                    profiler.stop()
+                    Path(spec.profile).write_text(profiler.output_text(unicode=True, show_all=False))
                 stop.set()
                 await ticker
             state = await fake_state(base)
@@ -550,6 +567,9 @@ def summarize(
         joined = unsplit(list(r.sent_text.values()))
         exact += bool(ok and on_platform and r.full_text and joined == r.full_text)
         misses["not_done"] += not ok
+        if r.raised:
+            misses["raised"] = misses.get("raised", 0) + 1
+            misses.setdefault("raised_example", r.raised)
         misses["platform_differs"] += not on_platform
         if not (r.full_text and joined == r.full_text):
             misses["text_differs"] += 1
@@ -719,6 +739,7 @@ def main() -> None:
         default=0.0,
         help="tracemalloc the load and snapshot this many seconds in (memory diagnosis; slows every other figure)",
     )
+    parser.add_argument("--profile", default="", help="pyinstrument each run; reports go to PROFILE-<run>.txt (slows every figure)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -737,6 +758,7 @@ def main() -> None:
         args.json,
         trace_memory=args.trace_memory,
         deltas=args.deltas,
+        profile=args.profile,
     )
     print()
     print(ratios(rows))
@@ -758,6 +780,7 @@ def run_matrix(
     echo: bool = True,
     trace_memory: float = 0.0,
     deltas: str = "words",
+    profile: str = "",
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     proc, url = start_agent(first_token_delay, delta_delay)
@@ -771,7 +794,8 @@ def run_matrix(
                         continue  # one reply: both layouts are the same run
                     for editor in editors:
                         s = auto_scale(load, plat, layout) if scale == "auto" else float(scale)
-                        spec = Spec(plat, layout, load, editor, s, url, deltas=deltas, trace_memory=trace_memory)
+                        spec = Spec(plat, layout, load, editor, s, url, deltas=deltas, trace_memory=trace_memory,
+                                    profile=f"{profile}-{plat}-{layout}-{load}-{editor}.txt" if profile else "")
                         row = run_child(spec, timeout)
                         rows.append(row)
                         if json_path:
@@ -779,6 +803,8 @@ def run_matrix(
                                 f.write(json.dumps(row) + "\n")
                         if echo:
                             print(table([row]).splitlines()[-1], flush=True)
+                            if row["exact_pct"] < 100:
+                                print(f"  not exact: {row['misses']}", flush=True)
                             if "traced_top" in row:
                                 print(f"  traced: {row['traced_kb_per_in_flight']:.1f} KB per in-flight reply "
                                       f"({row['traced_in_flight']} in flight)", *row["traced_top"], sep="\n    ", flush=True)
