@@ -25,3 +25,15 @@ class MessageRef:
     thread: ThreadKey
     id: str
     channel: str | None = None
+    """Where the message lives when that is not the thread key's channel (e.g. a Discord thread)."""
+
+    def stored(self) -> str:
+        """The form kept in the database: the id, prefixed by its channel when that differs."""
+        if self.channel and self.channel != self.thread.channel:
+            return f"{self.channel}/{self.id}"
+        return self.id
+
+    @classmethod
+    def from_stored(cls, thread: ThreadKey, stored: str) -> MessageRef:
+        channel, _, message_id = stored.rpartition("/")
+        return cls(thread, message_id, channel or thread.channel)

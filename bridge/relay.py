@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from bridge.budget import Budgets
@@ -98,23 +98,26 @@ class ThreadLanes:
 
 
 class BotTurns:
-    """Consecutive bot-written messages answered per thread, so two bots never talk forever.
+    """Consecutive bot-written messages answered per channel, so two bots never talk forever.
 
-    A bot may get `limit` answers in a row in one thread; a human message resets the count.
-    Per process and bounded (the oldest threads are forgotten first).
+    Bots may get `limit` answers in a row in one channel; a person's message there resets the
+    count. Per channel, not per thread: on Discord every channel mention is its own thread.
+    Per process and bounded (the oldest channels are forgotten first).
     """
 
     def __init__(self, limit: int = 1, capacity: int = 10_000) -> None:
         self.limit = limit
         self.capacity = capacity
-        self._turns: OrderedDict[ThreadKey, int] = OrderedDict()
+        self._turns: OrderedDict[tuple[str, str, str], int] = OrderedDict()
 
     def allow(self, inbound: Inbound) -> bool:
+        t = inbound.thread
+        channel = (t.platform, t.workspace, t.channel)
         if not inbound.from_bot:
-            self._turns.pop(inbound.thread, None)
+            self._turns.pop(channel, None)
             return True
-        turns = self._turns.pop(inbound.thread, 0)
-        self._turns[inbound.thread] = turns + 1
+        turns = self._turns.pop(channel, 0)
+        self._turns[channel] = turns + 1
         if len(self._turns) > self.capacity:
             self._turns.popitem(last=False)
         return turns < self.limit
@@ -171,7 +174,7 @@ class Relay:
                 log.info("duplicate delivery %s in %s ignored", inbound.event_id, thread)
                 return ReplyOutcome(reply=None, duplicate=True)
             if not self.bot_turns.allow(inbound):
-                log.info("not answering bot %s again in %s until a person speaks", inbound.user, thread)
+                log.info("not answering bot %s again in %s until a person speaks there", inbound.user, thread)
                 return ReplyOutcome(reply=None)
             refusal = self._refusal(inbound)
             if refusal is not None:
@@ -296,7 +299,7 @@ class Relay:
             async def save() -> None:
                 if previous is not None:
                     await asyncio.gather(previous, return_exceptions=True)
-                await self.store.add_reply_message(reply_id, message.id)
+                await self.store.add_reply_message(reply_id, message.stored())
 
             saving = asyncio.create_task(save())
 
@@ -373,24 +376,25 @@ class Relay:
                 log.warning("could not checkpoint reply %s: %s", reply_id, exc)
             await asyncio.sleep(self.checkpoint_interval)
 
-    async def recover(self, surface: Surface) -> int:
+    async def recover(self, platform: str, surface_for: Callable[[ThreadKey], Surface]) -> int:
         """Finalize this platform's replies that a crashed process left streaming.
 
         Each gets its last checkpointed text, tools and sources back, marked interrupted with
-        a line on how to ask again; a reply that never showed a message gets one. Returns how
-        many replies were finalized.
+        a line on how to ask again; a reply that never showed a message gets one.
+        `surface_for` gives the surface for a thread. Returns how many were finalized.
         """
         finalized = 0
         for record in await self.store.unfinished_replies():
-            if record.key.platform != surface.platform or record.owner == self.owner:
+            if record.key.platform != platform or record.owner == self.owner:
                 continue
+            row_surface = surface_for(record.key)
             reply = reply_from_json(record.checkpoint) if record.checkpoint else Reply()
             state = ReplyState.from_reply(reply)
             state.finish(ReplyStatus.INTERRUPTED, INTERRUPTED_NOTICE)
             writer = ReplyWriter(
-                surface, record.key, state, self.budgets, StableSplitter(surface.limits.max_text).split
+                row_surface, record.key, state, self.budgets, StableSplitter(row_surface.limits.max_text).split
             )
-            await writer.resume([MessageRef(record.key, message_id) for message_id in record.message_ids])
+            await writer.resume([MessageRef.from_stored(record.key, stored) for stored in record.message_ids])
             try:
                 await asyncio.wait_for(writer.finish(), FINAL_FLUSH_TIMEOUT * 2)
             except TimeoutError:
@@ -398,8 +402,8 @@ class Relay:
                 log.warning("reply %s in %s: could not show that it was interrupted", record.id, record.key)
             known = set(record.message_ids)
             for message in writer.messages:
-                if message.id not in known:
-                    await self.store.add_reply_message(record.id, message.id)
+                if message.stored() not in known:
+                    await self.store.add_reply_message(record.id, message.stored())
             await self.store.finish_reply(record.id, ReplyStatus.INTERRUPTED.value)
             finalized += 1
             log.info("reply %s in %s was left streaming by a crash; finalized as interrupted", record.id, record.key)

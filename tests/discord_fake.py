@@ -136,12 +136,21 @@ class FakeDiscord:
         self.messages: dict[str, dict[str, Any]] = {}
         self.interactions: dict[str, Interaction] = {}
         self.calls: list[Call] = []
+        self.bodies: list[str] = []
+        """Every request body the bridge sent (checked for secrets when the fake stops)."""
         self.commands: dict[str | None, list[dict[str, Any]]] = {}
         self.identifies: list[dict[str, Any]] = []
         self.sessions: list[Session] = []
         self._windows: dict[tuple[str, str], Window] = {}
         self._changed = asyncio.Condition()
         self.base = ""
+
+    def assert_no_secrets(self) -> None:
+        """No token in any request body the bridge sent, nor in any message it showed."""
+        from tests.secret_guard import leaks
+
+        found = leaks([*self.bodies, *(json.dumps(m, default=str) for m in self.messages.values())])
+        assert not found, f"secret(s) reached Discord: {[s[:6] + '…' for s in found]}"
 
     def snowflake(self) -> str:
         """A real Discord id: milliseconds since 2015 in the top bits (discord.py reads them)."""
@@ -394,6 +403,8 @@ class FakeDiscord:
         self, request: web.Request, handler: Callable[..., Any]
     ) -> web.StreamResponse:
         response = await handler(request)
+        if request.body_exists:
+            self.bodies.append((await request.read()).decode("utf-8", "replace"))
         info = request.match_info
         route = (
             request.match_info.route.resource.canonical
@@ -900,3 +911,4 @@ async def running_fake_discord(**options: Any) -> AsyncIterator[FakeDiscord]:
         for session in list(fake.sessions):
             await session.ws.close()
         await runner.cleanup()
+    fake.assert_no_secrets()

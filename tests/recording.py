@@ -78,15 +78,17 @@ class RecordingSurface:
         return asyncio.get_running_loop().time()
 
     async def post(self, thread: ThreadKey, payload: MessagePart) -> MessageRef:
+        started = self._now()  # calls are stamped when they are made (when the budget granted them)
         await asyncio.sleep(self.call_latency)
         if self.fail_next_posts:
             raise self.fail_next_posts.pop(0)
         message_id = f"m{next(self._ids)}"
         self.messages[message_id] = payload
-        self.calls.append(Call(self._now(), "post", message_id, payload))
+        self.calls.append(Call(started, "post", message_id, payload))
         return MessageRef(thread, message_id)
 
     async def edit(self, message: MessageRef, payload: MessagePart) -> None:
+        started = self._now()
         await asyncio.sleep(self.call_latency)
         if message.id in self.gone:
             raise MessageGone(f"message {message.id} was deleted")
@@ -95,9 +97,9 @@ class RecordingSurface:
         if self.fail_next_edits:
             raise self.fail_next_edits.pop(0)
         if self.enforce_edits is not None:
-            self.enforce_edits.check(self._now(), "edit")
+            self.enforce_edits.check(started, "edit")
         self.messages[message.id] = payload
-        self.calls.append(Call(self._now(), "edit", message.id, payload))
+        self.calls.append(Call(started, "edit", message.id, payload))
 
     async def delete(self, message: MessageRef) -> None:
         self.deleted.add(message.id)

@@ -404,3 +404,48 @@ async def test_an_unbound_channel_is_told_how_to_bind(bridge_factory):
         message = await ask_and_wait(fake, "anyone there?")
         await settled(fake)
     assert "/agent bind <agent-id>" in message["content"] and not message["components"]
+
+
+async def test_restart_finalizes_a_reply_a_crash_left_streaming(fake, bridge):
+    """A reply row left `streaming` by a dead process: on connecting, its Discord message gets
+    the saved text back, marked interrupted, without its Stop button."""
+    import aiohttp
+
+    from bridge.relay import INTERRUPTED_NOTICE
+    from bridge.reply import Reply, reply_to_json
+
+    headers = {"Authorization": f"Bot {BOT_TOKEN}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{fake.api_url}/channels/{CHANNEL_ID}/messages",
+            json={"content": "Half an ans…", "components": []},
+            headers=headers,
+        ) as response:
+            left_behind = (await response.json())["id"]
+    key = ThreadKey("discord", GUILD_ID, CHANNEL_ID, "crashed-mention")
+    dead = await bridge.store.create_reply(key, bridge.settings.agent_default_id, owner="elsewhere:1")
+    await bridge.store.add_reply_message(dead, left_behind)
+    await bridge.store.update_reply(dead, checkpoint=reply_to_json(Reply(text="Half an answer")))
+
+    async with serving(fake, bridge):
+        await fake.wait_for(lambda: fake.messages[left_behind]["embeds"])
+    message = fake.messages[left_behind]
+    assert message["content"] == "Half an answer" and not message["components"]
+    assert message["embeds"][-1]["description"] == INTERRUPTED_NOTICE
+    assert (await bridge.store.get_reply(dead)).status == "interrupted"
+
+
+async def test_two_bots_never_loop(fake, bridge, agent_ids):
+    from tests.discord_fake import _user
+
+    await bridge.store.bind("discord", GUILD_ID, CHANNEL_ID, agent_ids[0], "admin", options={"allow_bots": True})
+    robot = _user("666", "other-bot", bot=True)
+    async with serving(fake, bridge):
+        await fake.send_message("robot asks", mention_bot=True, author=robot)
+        await fake.wait_for(lambda: [m for m in fake.posted(CHANNEL_ID) if final(m)])
+        await settled(fake)
+        for i in range(3):  # the other bot keeps answering our answers
+            await fake.send_message(f"robot echo {i}", mention_bot=True, author=robot)
+        await asyncio.sleep(0.3)
+        await settled(fake)
+        assert len([m for m in fake.posted(CHANNEL_ID) if final(m)]) == 1

@@ -360,7 +360,7 @@ async def test_recover_finalizes_what_a_crash_left_streaming(bridge_factory):
             ThreadKey("other-platform", "W1", "C1", "x"), bridge.settings.agent_default_id, owner="host:1"
         )
 
-        assert await bridge.relay.recover(surface) == 2
+        assert await bridge.relay.recover(surface.platform, lambda key: surface) == 2
 
         final = surface.messages[placeholder.id]
         assert final.text == "Half an answer" and final.reply.status is ReplyStatus.INTERRUPTED
@@ -371,7 +371,7 @@ async def test_recover_finalizes_what_a_crash_left_streaming(bridge_factory):
         assert silent_record.status == "interrupted" and len(silent_record.message_ids) == 1
         assert surface.messages[silent_record.message_ids[0]].reply.notice == INTERRUPTED_NOTICE
         assert (await bridge.store.get_reply(elsewhere)).status == "streaming"  # another platform's job
-        assert await bridge.relay.recover(surface) == 0
+        assert await bridge.relay.recover(surface.platform, lambda key: surface) == 0
 
 
 async def test_no_edit_is_spent_on_invisible_changes(bridge):

@@ -228,7 +228,11 @@ class DiscordBridge:
             place, reply_to = await self._into_new_thread(message, place, text)
         surface = self._surface(place, str(message.author.id), reply_to=reply_to)
         inbound = Inbound(
-            place.key, str(message.author.id), text, f"message:{message.id}"
+            place.key,
+            str(message.author.id),
+            text,
+            f"message:{message.id}",
+            from_bot=message.author.bot,
         )
         self.spawn(
             self.bridge.relay.handle(inbound, surface), f"discord message {message.id}"

@@ -10,9 +10,11 @@ import discord
 from adapters.discord.bot import DiscordBridge
 from adapters.discord.connection import make_client
 from adapters.discord.rest import DiscordRest
+from adapters.discord.surface import DiscordSurface
 from adapters.discord.settings import DiscordSettings
 from bridge.app import Bridge
 from bridge.config import ConfigError
+from bridge.keys import ThreadKey
 
 log = logging.getLogger("adapters.discord")
 
@@ -35,6 +37,19 @@ class DiscordPlatform:
     def secrets(self) -> list[str]:
         return self.settings.secrets()
 
+    @staticmethod
+    async def _recover(bridge: Bridge, rest: DiscordRest) -> None:
+        """Finalize replies a crashed process left streaming (shown as interrupted). Edits go to
+        the channel each message was stored with; a reply that never showed a message gets one
+        in its bound channel."""
+
+        def surface_for(key: ThreadKey) -> DiscordSurface:
+            return DiscordSurface(rest, key.channel, thread=key, asker="")
+
+        finalized = await bridge.relay.recover(DiscordSurface.platform, surface_for)
+        if finalized:
+            log.info("Discord: finalized %d replies left streaming by an earlier process", finalized)
+
     async def run(self, bridge: Bridge, stop: asyncio.Event) -> None:
         client = make_client(
             self.settings, guild_ready_timeout=self.guild_ready_timeout
@@ -48,7 +63,10 @@ class DiscordPlatform:
                     client.user,
                     client.user.id if client.user else "?",
                 )
+                first = not self.connected.is_set()
                 self.connected.set()
+                if first:
+                    await self._recover(bridge, rest)
 
             client.event(on_ready)
             try:

@@ -9,13 +9,12 @@ from pydantic import (
     Field,
     HttpUrl,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bridge.config import ConfigError
+from bridge.config import build_settings
 
 MAX_INTERACTION_DEADLINE = 890.0
 """Interaction tokens live 900 s; the switch to channel messages must come before that."""
@@ -132,12 +131,4 @@ class DiscordSettings(BaseSettings):
 
 def load_discord_settings(**overrides: object) -> DiscordSettings:
     """Build the settings or raise `ConfigError` with one line naming each bad variable."""
-    try:
-        return DiscordSettings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors(include_url=False, include_input=False):
-            name = str(err["loc"][0]).upper() if err["loc"] else "DISCORD settings"
-            message = str(err["msg"]).removeprefix("Value error, ")
-            lines.append(f"{name}: {message}")
-        raise ConfigError("; ".join(lines)) from None
+    return build_settings(DiscordSettings, **overrides)

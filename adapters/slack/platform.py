@@ -97,8 +97,9 @@ class SlackPlatform:
 
     async def _recover(self, bridge: Bridge) -> None:
         """Finalize replies a crashed process left streaming in Slack (shown as interrupted)."""
-        assert self.surface is not None
-        finalized = await bridge.relay.recover(self.surface)
+        surface = self.surface
+        assert surface is not None
+        finalized = await bridge.relay.recover(surface.platform, lambda key: surface)
         if finalized:
             log.info("Slack: finalized %d replies left streaming by an earlier process", finalized)
 
