@@ -614,13 +614,20 @@ def auto_scale(load: int, platform: str, layout: str) -> float:
 
 def run_child(spec: Spec, timeout: float) -> dict[str, Any]:
     payload = json.dumps(spec.__dict__)
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.platform_bench", "--child", payload],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.platform_bench", "--child", payload],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        nan = float("nan")
+        row: dict[str, Any] = {key: nan for key, _, _ in COLUMNS}
+        row.update(platform=spec.platform, layout=spec.layout, replies=spec.load, editor=spec.editor, scale=spec.scale)
+        row.update(rate_limited=-1, wall_s=f"> {timeout:.0f} (stopped)", misses={"timeout": timeout})
+        return row
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("{"):
             return json.loads(line)
@@ -663,7 +670,9 @@ def _fmt(fmt: str, value: Any) -> str:
         return str(value)
 
 
-def ratio(ours: float, theirs: float) -> str:
+def ratio(ours: Any, theirs: Any) -> str:
+    if not isinstance(ours, int | float) or not isinstance(theirs, int | float):
+        return "–"
     if not theirs or ours != ours or theirs != theirs:
         return "–"
     return f"{ours / theirs:.2f}"
@@ -685,7 +694,7 @@ def ratios(rows: list[dict[str, Any]]) -> str:
                 cells = []
                 for key, _ in keys:
                     o, b = by["ours"][key], by[base][key]
-                    cells.append(f"{o:.0f}/{b:.0f}" if key == "rate_limited" else ratio(o, b))
+                    cells.append(f"{o}/{b}" if key == "rate_limited" else ratio(o, b))
                 lines.append(f"| {sc[0]} | {sc[1]} | {sc[2]} | {base} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -740,8 +749,19 @@ def main() -> None:
         help="tracemalloc the load and snapshot this many seconds in (memory diagnosis; slows every other figure)",
     )
     parser.add_argument("--profile", default="", help="pyinstrument each run; reports go to PROFILE-<run>.txt (slows every figure)")
+    parser.add_argument("--report", help="print (and with --write, publish) the rows of an earlier --json file instead of running")
+    parser.add_argument("--command", help="with --report: the command(s) that produced the rows, for the docs")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.report:
+        rows = [json.loads(line) for line in Path(args.report).read_text().splitlines() if line.strip()]
+        print(table(rows))
+        print()
+        print(ratios(rows))
+        if args.write:
+            write_results(rows, args, args.command or f".venv/bin/python -m bench.platform_bench --report {args.report}")
+            print("docs/PERFORMANCE.md updated")
+        return
     if args.child:
         result = asyncio.run(child(Spec(**json.loads(args.child))))
         print(json.dumps(result), flush=True)
