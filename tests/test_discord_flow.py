@@ -449,3 +449,14 @@ async def test_two_bots_never_loop(fake, bridge, agent_ids):
         await asyncio.sleep(0.3)
         await settled(fake)
         assert len([m for m in fake.posted(CHANNEL_ID) if final(m)]) == 1
+
+
+async def test_a_stale_command_is_answered_privately_with_what_to_do(fake, bridge):
+    """A command the bot no longer knows (commands changed, not re-synced): the user gets a
+    private answer instead of "The application did not respond"."""
+    async with serving(fake, bridge):
+        interaction = await fake.send_slash("summarize", prompt("hello"))
+        await fake.wait_for(lambda: interaction.original)
+        message = fake.messages[interaction.original]
+    assert interaction.ephemeral
+    assert "agent-bridge discord sync-commands" in message["content"]

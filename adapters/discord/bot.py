@@ -97,6 +97,7 @@ class DiscordBridge:
     # -- commands ----------------------------------------------------------------------------
 
     async def ask(self, interaction: discord.Interaction, prompt: str) -> None:
+        prompt = prompt if isinstance(prompt, str) else ""  # a stale command may send anything
         received = _created_at(interaction)
         try:  # first, within Discord's 3-second window
             await self.rest.respond(interaction.id, interaction.token, DEFERRED_MESSAGE)
@@ -153,6 +154,14 @@ class DiscordBridge:
             )
         except SurfaceError as exc:
             log.warning("could not answer /agent %s: %s", interaction.id, exc)
+
+    async def tell(self, interaction: discord.Interaction, text: str) -> None:
+        try:
+            await self.rest.respond(
+                interaction.id, interaction.token, MESSAGE, {"content": text, "flags": EPHEMERAL}
+            )
+        except SurfaceError as exc:
+            log.info("could not answer interaction %s: %s", interaction.id, exc)
 
     # -- buttons -----------------------------------------------------------------------------
 

@@ -45,6 +45,9 @@ class _RegistrationOnly:
     async def admin(self, interaction: discord.Interaction, text: str) -> None:
         await self._decline(interaction)
 
+    async def tell(self, interaction: discord.Interaction, text: str) -> None:
+        await self._decline(interaction)
+
     async def _decline(self, interaction: discord.Interaction) -> None:
         await self.rest.respond(
             interaction.id,

@@ -7,11 +7,14 @@ the handler checks the permission again, since server admins can change who sees
 
 from __future__ import annotations
 
+import logging
 import shlex
 from typing import Protocol
 
 import discord
 from discord import app_commands
+
+log = logging.getLogger("adapters.discord.commands")
 
 MANAGE_CHANNELS = discord.Permissions(manage_channels=True)
 
@@ -21,6 +24,9 @@ class CommandHandler(Protocol):
 
     async def admin(self, interaction: discord.Interaction, text: str) -> None:
         """`text` is the core's admin command line, e.g. `bind <agent-id> new_thread=yes`."""
+
+    async def tell(self, interaction: discord.Interaction, text: str) -> None:
+        """Answer the interaction with a private message (a command that could not run)."""
 
 
 def build_tree(
@@ -85,4 +91,28 @@ def build_tree(
 
     tree.add_command(ask)
     tree.add_command(agent)
+
+    async def answer_command_error(
+        interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        """discord.py's default only logs, and the user sees "The application did not respond":
+        say what happened, privately; log the expected cases without a traceback."""
+        stale = isinstance(
+            error,
+            (app_commands.CommandNotFound, app_commands.CommandSignatureMismatch, app_commands.TransformerError),
+        )
+        if stale:
+            log.warning("Discord sent a command this bot does not know (%s): sync the commands", type(error).__name__)
+        else:
+            log.error("Discord command failed", exc_info=error)
+        await handler.tell(interaction, STALE_COMMANDS if stale else BROKEN_COMMAND)
+
+    tree.on_error = answer_command_error  # type: ignore[method-assign]
     return tree
+
+
+STALE_COMMANDS = (
+    "This command doesn't match what this bot knows (its commands changed). "
+    "An admin can run `agent-bridge discord sync-commands` to update them."
+)
+BROKEN_COMMAND = "Something went wrong with that command; it has been logged for the admin."
