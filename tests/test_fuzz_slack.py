@@ -4,11 +4,10 @@ break the event loop; the bridge keeps answering a normal mention afterwards."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
-import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from types import SimpleNamespace
 from urllib.parse import urlencode
 
@@ -21,6 +20,7 @@ from bridge.app import open_bridge
 from bridge.config import load_settings
 from bridge.mock_agent import running_mock_agent
 from tests.conftest import SENTIENTONE_AGENT
+from tests.loop_thread import LoopThread
 from tests.secret_guard import CONFTEST_KEY
 from tests.slack_client import running_slack
 from tests.slack_fake import running_fake_slack
@@ -66,60 +66,33 @@ actions = st.fixed_dictionaries(
 )
 
 
-class SlackInThread:
-    """The bridge + Slack adapter + fake Slack + mock agent on their own event loop in a thread,
-    so hypothesis (synchronous) can post payloads at it over real HTTP."""
+@contextlib.asynccontextmanager
+async def slack_world(tmp_path) -> AsyncIterator[SimpleNamespace]:
+    async with running_mock_agent() as agent_url, running_fake_slack() as fake:
+        settings = load_settings(
+            agent_api_url=agent_url,
+            agent_api_key=CONFTEST_KEY,
+            agent_default_id=SENTIENTONE_AGENT,
+            bridge_database_url=f"sqlite+aiosqlite:///{tmp_path / 'fuzz.db'}",
+            bridge_user_rate_limit="off",
+            bridge_channel_rate_limit="off",
+        )
+        async with open_bridge(settings) as bridge, running_slack(bridge, fake) as slack:
+            yield SimpleNamespace(fake=fake, slack=slack, url=slack.platform.url, server_errors=[])
 
-    def __init__(self, tmp_path) -> None:
-        self.tmp_path = tmp_path
-        self.loop = asyncio.new_event_loop()
-        self.loop_errors: list[dict] = []
-        self.server_errors: list[bytes] = []
-        self.ready = threading.Event()
-        self.stop: asyncio.Event | None = None
-        self.world = SimpleNamespace()
-        self.thread = threading.Thread(target=self._main, daemon=True)
 
-    def _main(self) -> None:
-        self.loop.set_exception_handler(lambda loop, ctx: self.loop_errors.append(ctx))
-        self.loop.run_until_complete(self._serve())
-
-    async def _serve(self) -> None:
-        self.stop = asyncio.Event()
-        async with running_mock_agent() as agent_url, running_fake_slack() as fake:
-            settings = load_settings(
-                agent_api_url=agent_url,
-                agent_api_key=CONFTEST_KEY,
-                agent_default_id=SENTIENTONE_AGENT,
-                bridge_database_url=f"sqlite+aiosqlite:///{self.tmp_path / 'fuzz.db'}",
-                bridge_user_rate_limit="off",
-                bridge_channel_rate_limit="off",
-            )
-            async with open_bridge(settings) as bridge, running_slack(bridge, fake) as slack:
-                self.world = SimpleNamespace(fake=fake, slack=slack, url=slack.platform.url)
-                self.ready.set()
-                await self.stop.wait()
-
-    def __enter__(self) -> SlackInThread:
-        self.thread.start()
-        assert self.ready.wait(30), "the Slack adapter did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(30)
-
-    def post(self, body: bytes, content_type: str) -> int:
-        headers = {"Content-Type": content_type, **self.world.fake.signed_headers(body)}
-        status = httpx.post(self.world.url, content=body, headers=headers, timeout=10).status_code
-        if status >= 500:
-            self.server_errors.append(body[:300])
-        return status
+def post(world: LoopThread, body: bytes, content_type: str) -> int:
+    """A correctly signed request to the adapter's real endpoint; 5xx bodies are kept for the report."""
+    headers = {"Content-Type": content_type, **world.value.fake.signed_headers(body)}
+    status = httpx.post(world.value.url, content=body, headers=headers, timeout=10).status_code
+    if status >= 500:
+        world.value.server_errors.append(body[:300])
+    return status
 
 
 @pytest.fixture
-def slack_thread(tmp_path) -> Iterator[SlackInThread]:
-    with SlackInThread(tmp_path) as running:
+def slack_thread(tmp_path) -> Iterator[LoopThread]:
+    with LoopThread(lambda: slack_world(tmp_path)) as running:
         yield running
 
 
@@ -133,35 +106,34 @@ def test_hostile_payloads_never_break_the_adapter(slack_thread, caplog):
     @FUZZ
     @given(envelope=envelopes)
     def events_api(envelope):
-        statuses.append(slack_thread.post(json.dumps(envelope, default=str).encode(), "application/json"))
+        statuses.append(post(slack_thread, json.dumps(envelope, default=str).encode(), "application/json"))
 
     @FUZZ
     @given(form=commands)
     def slash_commands(form):
-        statuses.append(slack_thread.post(urlencode(form).encode(), "application/x-www-form-urlencoded"))
+        statuses.append(post(slack_thread, urlencode(form).encode(), "application/x-www-form-urlencoded"))
 
     @FUZZ
     @given(payload=actions)
     def interactions(payload):
         body = urlencode({"payload": json.dumps(payload, default=str)}).encode()
-        statuses.append(slack_thread.post(body, "application/x-www-form-urlencoded"))
+        statuses.append(post(slack_thread, body, "application/x-www-form-urlencoded"))
 
     @FUZZ
     @given(raw=st.binary(max_size=200), content_type=st.sampled_from(["application/json", "application/x-www-form-urlencoded", "text/plain"]))
     def garbage(raw, content_type):
-        statuses.append(slack_thread.post(raw, content_type))
+        statuses.append(post(slack_thread, raw, content_type))
 
     for fuzz in (events_api, slash_commands, interactions, garbage):
         fuzz()
 
-    assert statuses and all(status < 500 for status in statuses), slack_thread.server_errors[:3]
+    assert statuses and all(status < 500 for status in statuses), slack_thread.value.server_errors[:3]
     assert slack_thread.loop_errors == []
     crashes = [r for r in caplog.records if r.exc_info and r.name.startswith(("adapters", "bridge", "slack_bolt"))]
     assert not crashes, [f"{r.name}: {r.getMessage()}" for r in crashes[:3]]
 
     # Still healthy: a normal mention is answered.
-    future = asyncio.run_coroutine_threadsafe(_mention_answered(slack_thread.world), slack_thread.loop)
-    assert future.result(30)
+    assert slack_thread.call(_mention_answered)
 
 
 async def _mention_answered(world) -> bool:
