@@ -5,6 +5,7 @@ still answers a normal `/ask` afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -113,7 +114,7 @@ def test_odd_interactions_and_messages_never_break_the_adapter(world, caplog):
         for _ in range(600):
             if w.platform.bot is not None and w.platform.bot.in_flight == 0:
                 break
-            await __import__("asyncio").sleep(0.05)
+            await asyncio.sleep(0.05)
         interaction = await w.fake.send_slash("ask", prompt("still there?"))
         await w.fake.wait_for(lambda: interaction.original and final(w.fake.messages.get(interaction.original)), 30)
         return True
