@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+
+import yaml
 import time
 from pathlib import Path
 
 from adapters.slack import load_platform
 from tests.slack_fake import APP_TOKEN, BOT_TOKEN, TEAM, running_fake_slack
 
-MANIFEST = Path(__file__).resolve().parent.parent / "deploy" / "slack" / "manifest.json"
+MANIFEST = Path(__file__).resolve().parent.parent / "deploy" / "slack" / "manifest.yml"
 
 
 async def test_socket_mode_answers_once_and_acks_every_envelope(bridge):
@@ -40,7 +42,7 @@ async def test_socket_mode_answers_once_and_acks_every_envelope(bridge):
 
 
 def test_manifest_matches_what_the_adapter_uses():
-    manifest = json.loads(MANIFEST.read_text())
+    manifest = yaml.safe_load(MANIFEST.read_text())
     events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
     assert events == {"app_mention", "message.channels", "message.groups", "message.im", "assistant_thread_started", "assistant_thread_context_changed"}
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])

@@ -60,7 +60,7 @@ _DENIED = {
     "token_revoked": "SLACK_BOT_TOKEN was revoked; reinstall the app and set the new token",
     "token_expired": "SLACK_BOT_TOKEN has expired; set a fresh token and restart",
     "account_inactive": "the app's bot user was deactivated; reinstall the app",
-    "missing_scope": "the app lacks a scope it needs; reinstall it from deploy/slack/manifest.json",
+    "missing_scope": "the app lacks a scope it needs; reinstall it from deploy/slack/manifest.yml",
     "no_permission": "the app may not do this in this workspace; check the app's settings",
 }
 """Errors an admin must fix, each with what to do."""
