@@ -4,11 +4,10 @@ envelopes answered once, and the deployment manifest checked against what the ad
 from __future__ import annotations
 
 import asyncio
-import json
-
-import yaml
 import time
 from pathlib import Path
+
+import yaml
 
 from adapters.slack import load_platform
 from tests.slack_fake import APP_TOKEN, BOT_TOKEN, TEAM, running_fake_slack
