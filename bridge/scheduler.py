@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge.budget import Budgets, Priority, TokenBucket
 from bridge.keys import MessageRef, ThreadKey
@@ -21,6 +21,8 @@ from bridge.reply import MessagePart, Reply, ReplyState, ReplyStatus
 from bridge.surface import AccessDenied, MessageExpired, MessageGone, NativeStream, RateLimited, StreamRefused, Surface, SurfaceError
 
 log = logging.getLogger("bridge.scheduler")
+
+T = TypeVar("T")
 
 Splitter = Callable[[str], list[str]]
 """Returns the text's message-sized parts; parts already returned earlier must stay stable."""
@@ -189,38 +191,52 @@ class ReplyWriter:
         rate = getattr(self.surface.limits, operation) or self.surface.limits.post
         return self.budgets.bucket(self.surface.platform, operation, rate, self.thread, message_id)
 
-    async def _post(self, part: MessagePart, *, replace: bool = False) -> None:
-        """Post a part as a new message (or, with `replace`, instead of an uneditable one)."""
-        bucket = self._budget("post")
+    async def _call(
+        self,
+        bucket: TokenBucket,
+        priority: Callable[[], Priority],
+        attempt: Callable[[], Awaitable[T]],
+        what: str,
+    ) -> T:
+        """One platform call through its budget: 429s are waited out (the bucket is emptied
+        until Retry-After), other platform errors retried with backoff; what waiting cannot fix
+        (`AccessDenied`, too many failures) becomes `DeliveryFailed`. `attempt` renders the
+        latest state itself, after the budget granted the call."""
         failures = limited = 0
         while failures < _MAX_SURFACE_FAILURES and limited < _MAX_RATE_LIMITED:
-            await bucket.acquire(Priority.URGENT)
-            if part.index > 0 or part.text or replace:  # not the placeholder: send the latest state
-                part = self._parts(self.state.snapshot())[part.index]
+            await bucket.acquire(priority())
             try:
-                message = await self.surface.post(self.thread, self.surface.render(part))
+                return await attempt()
             except RateLimited as exc:
                 self._rate_limited(bucket, exc)
                 limited += 1
-                continue
-            except (MessageGone, StreamRefused):
-                raise
             except AccessDenied as exc:
                 raise DeliveryFailed(str(exc)) from exc
+            except (MessageGone, MessageExpired, StreamRefused):
+                raise
             except SurfaceError as exc:
                 await self._backoff(failures, exc)
                 failures += 1
-                continue
-            self.stats.posts += 1
-            if replace:
-                self.messages[part.index] = message
-                self._sent[part.index] = part
-                if self._on_posted is not None:
-                    self._on_posted(message)
-            else:
-                await self._adopt(message, part)
-            return
-        raise DeliveryFailed("post kept failing")
+        raise DeliveryFailed(f"{what} kept failing")
+
+    async def _post(self, part: MessagePart, *, replace: bool = False) -> None:
+        """Post a part as a new message (or, with `replace`, instead of an uneditable one)."""
+
+        async def attempt() -> MessageRef:
+            nonlocal part
+            if part.index > 0 or part.text or replace:  # not the placeholder: send the latest state
+                part = self._parts(self.state.snapshot())[part.index]
+            return await self.surface.post(self.thread, self.surface.render(part))
+
+        message = await self._call(self._budget("post"), lambda: Priority.URGENT, attempt, "post")
+        self.stats.posts += 1
+        if replace:
+            self.messages[part.index] = message
+            self._sent[part.index] = part
+            if self._on_posted is not None:
+                self._on_posted(message)
+        else:
+            await self._adopt(message, part)
 
     async def _adopt(self, message: MessageRef, part: MessagePart) -> None:
         self.messages.append(message)
@@ -231,37 +247,30 @@ class ReplyWriter:
 
     async def _edit(self, index: int) -> None:
         message = self.messages[index]
-        bucket = self._budget("edit", message.id)
-        failures = limited = 0
-        while failures < _MAX_SURFACE_FAILURES and limited < _MAX_RATE_LIMITED:
-            await bucket.acquire(Priority.URGENT if self._urgent(index) else Priority.NORMAL)
+        shown: MessagePart | None = None
+
+        async def attempt() -> None:
+            nonlocal shown
+            shown = None
             parts = self._parts(self.state.snapshot())
             if index >= len(parts) or self._sent[index] == parts[index]:
                 return  # nothing left to say here (the state moved on while we waited)
-            part = parts[index]
-            try:
-                await self.surface.edit(message, self.surface.render(part))
-            except RateLimited as exc:
-                self._rate_limited(bucket, exc)
-                limited += 1
-                continue
-            except MessageExpired as exc:
-                log.info("message %s can no longer be edited (%s); continuing in a new one", message.id, exc)
-                await self._post(parts[index], replace=True)
-                return
-            except MessageGone:
-                raise
-            except AccessDenied as exc:
-                raise DeliveryFailed(str(exc)) from exc
-            except SurfaceError as exc:
-                await self._backoff(failures, exc)
-                failures += 1
-                continue
-            self.stats.edits += 1
-            self._sent[index] = part
-            self._mark_visible(part)
+            shown = parts[index]
+            await self.surface.edit(message, self.surface.render(shown))
+
+        def priority() -> Priority:
+            return Priority.URGENT if self._urgent(index) else Priority.NORMAL
+
+        try:
+            await self._call(self._budget("edit", message.id), priority, attempt, "edit")
+        except MessageExpired as exc:
+            log.info("message %s can no longer be edited (%s); continuing in a new one", message.id, exc)
+            await self._post(self._parts(self.state.snapshot())[index], replace=True)
             return
-        raise DeliveryFailed("edit kept failing")
+        if shown is not None:
+            self.stats.edits += 1
+            self._sent[index] = shown
+            self._mark_visible(shown)
 
     async def _native_step(self) -> bool:
         """One native-stream call; True when a call was made. Leaves native mode when it must."""
