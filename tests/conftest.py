@@ -26,6 +26,14 @@ SENTIENTONE_AGENT = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
 OTHER_SENTIENTONE_AGENT = "0f0e0d0c-0b0a-4999-8888-777766665555"
 
 
+async def upstream_text(bridge: Bridge, message: str) -> str:
+    """What the agent streams for this message (default agent), read straight from the agent client."""
+    from bridge.events import TextDelta
+
+    agent_id = bridge.settings.agent_default_id
+    return "".join([e.text async for e in bridge.agent.stream(agent_id, message) if isinstance(e, TextDelta)])
+
+
 @pytest.fixture
 def agent_ids() -> tuple[str, str]:
     return SENTIENTONE_AGENT, OTHER_SENTIENTONE_AGENT

@@ -13,9 +13,16 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
+import pytest
 
 from adapters.slack import SlackPlatform, load_platform
-from tests.slack_fake import BOT_TOKEN, SIGNING_SECRET, TEAM, FakeSlack
+from tests.slack_fake import (
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    TEAM,
+    FakeSlack,
+    running_fake_slack,
+)
 
 
 class SlackDelivery:
@@ -151,3 +158,20 @@ async def settled(delivery: SlackDelivery, timeout: float = 20.0) -> None:
         while events.tasks:
             await asyncio.gather(*list(events.tasks), return_exceptions=True)
             await asyncio.sleep(0.05)
+
+
+QUICK = 4
+"""Most Slack tests run the fake's rate window (and the adapter's declared rates) 4x faster;
+the tests marked "real limits" use Slack's own figures."""
+
+
+@pytest.fixture
+async def fake():
+    async with running_fake_slack(time_scale=QUICK) as running:
+        yield running
+
+
+@pytest.fixture
+async def real_fake():
+    async with running_fake_slack() as running:
+        yield running

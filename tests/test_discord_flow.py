@@ -12,8 +12,8 @@ import pytest
 
 from adapters.discord.platform import DiscordPlatform
 from adapters.discord.settings import load_discord_settings
-from bridge.events import TextDelta
 from bridge.keys import ThreadKey
+from tests.conftest import upstream_text
 from tests.discord_fake import (
     ADMIN_PERMISSIONS,
     BOT_TOKEN,
@@ -82,16 +82,6 @@ async def settled(fake: FakeDiscord, platform: DiscordPlatform | None = None) ->
         await asyncio.sleep(0.02)
     raise AssertionError("replies still in flight")
 
-
-async def upstream_text(bridge, message: str) -> str:
-    agent_id = bridge.settings.agent_default_id
-    return "".join(
-        [
-            e.text
-            async for e in bridge.agent.stream(agent_id, message)
-            if isinstance(e, TextDelta)
-        ]
-    )
 
 
 async def ask_and_wait(fake: FakeDiscord, text: str, **kwargs: Any) -> dict[str, Any]:

@@ -6,24 +6,22 @@ import asyncio
 
 import pytest
 
-from bridge.events import TextDelta
 from bridge.keys import ThreadKey
-from bridge.relay import INTERRUPTED_NOTICE, NEW_CONVERSATION_NOTICE, STOPPED_NOTICE, Inbound
+from bridge.relay import (
+    INTERRUPTED_NOTICE,
+    NEW_CONVERSATION_NOTICE,
+    STOPPED_NOTICE,
+    Inbound,
+)
 from bridge.reply import ReplyStatus, ToolStatus
 from bridge.surface import Rate, RateLimited, Scope, SurfaceError
+from tests.conftest import upstream_text
 from tests.recording import Enforcer, RecordingSurface, StreamingSurface
 
 
 def thread(name: str = "t1", channel: str = "C1") -> ThreadKey:
     return ThreadKey("recording", "W1", channel, name)
 
-
-async def upstream_text(bridge, message: str) -> str:
-    """What the agent streams for this message, read straight from the agent client."""
-    agent_id = bridge.settings.agent_default_id
-    return "".join(
-        [e.text async for e in bridge.agent.stream(agent_id, message) if isinstance(e, TextDelta)]
-    )
 
 
 async def test_final_text_equals_concatenated_deltas(bridge):
