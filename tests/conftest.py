@@ -26,6 +26,18 @@ SENTIENTONE_AGENT = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
 OTHER_SENTIENTONE_AGENT = "0f0e0d0c-0b0a-4999-8888-777766665555"
 
 
+def bridge_settings(agent_url: str, db_path, **overrides: Any):
+    """Settings for a bridge against the mock agent at `agent_url` with a SQLite file at `db_path`."""
+    options: dict[str, Any] = {
+        "agent_api_url": agent_url,
+        "agent_api_key": CONFTEST_KEY,
+        "agent_default_id": SENTIENTONE_AGENT,
+        "bridge_database_url": f"sqlite+aiosqlite:///{db_path}",
+        "agent_idle_timeout": 5,
+    }
+    return load_settings(**{**options, **overrides})
+
+
 async def upstream_text(bridge: Bridge, message: str) -> str:
     """What the agent streams for this message (default agent), read straight from the agent client."""
     from bridge.events import TextDelta
@@ -51,15 +63,7 @@ def bridge_factory(mock_agent_url: str, tmp_path):
 
     @contextlib.asynccontextmanager
     async def factory(**overrides: Any) -> AsyncIterator[Bridge]:
-        options: dict[str, Any] = {
-            "agent_api_url": mock_agent_url,
-            "agent_api_key": CONFTEST_KEY,
-            "agent_default_id": SENTIENTONE_AGENT,
-            "bridge_database_url": f"sqlite+aiosqlite:///{tmp_path / 'bridge.db'}",
-            "agent_idle_timeout": 5,
-        }
-        options.update(overrides)
-        async with open_bridge(load_settings(**options)) as bridge:
+        async with open_bridge(bridge_settings(mock_agent_url, tmp_path / "bridge.db", **overrides)) as bridge:
             yield bridge
 
     return factory

@@ -16,12 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.app import open_bridge
-from bridge.config import load_settings
 from bridge.mock_agent import running_mock_agent
-from tests.conftest import SENTIENTONE_AGENT
+from tests.conftest import bridge_settings
 from tests.discord_fake import CHANNEL_ID, GUILD_ID, _user, running_fake_discord
 from tests.loop_thread import LoopThread
-from tests.secret_guard import CONFTEST_KEY
 from tests.test_discord_flow import final, prompt, serving
 
 texts = st.text(max_size=80) | st.sampled_from(["", " ", "x" * 5000, "<@111>", "```", "bind", "status"])
@@ -46,13 +44,8 @@ messages = st.tuples(texts, st.booleans(), st.booleans())
 @contextlib.asynccontextmanager
 async def discord_world(tmp_path) -> AsyncIterator[SimpleNamespace]:
     async with running_mock_agent() as agent_url, running_fake_discord() as fake:
-        settings = load_settings(
-            agent_api_url=agent_url,
-            agent_api_key=CONFTEST_KEY,
-            agent_default_id=SENTIENTONE_AGENT,
-            bridge_database_url=f"sqlite+aiosqlite:///{tmp_path / 'fuzz.db'}",
-            bridge_user_rate_limit="off",
-            bridge_channel_rate_limit="off",
+        settings = bridge_settings(
+            agent_url, tmp_path / "fuzz.db", bridge_user_rate_limit="off", bridge_channel_rate_limit="off"
         )
         async with open_bridge(settings) as bridge, serving(fake, bridge) as platform:
             yield SimpleNamespace(fake=fake, bridge=bridge, platform=platform)

@@ -17,11 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.app import open_bridge
-from bridge.config import load_settings
 from bridge.mock_agent import running_mock_agent
-from tests.conftest import SENTIENTONE_AGENT
+from tests.conftest import bridge_settings
 from tests.loop_thread import LoopThread
-from tests.secret_guard import CONFTEST_KEY
 from tests.slack_client import running_slack
 from tests.slack_fake import running_fake_slack
 
@@ -69,13 +67,8 @@ actions = st.fixed_dictionaries(
 @contextlib.asynccontextmanager
 async def slack_world(tmp_path) -> AsyncIterator[SimpleNamespace]:
     async with running_mock_agent() as agent_url, running_fake_slack() as fake:
-        settings = load_settings(
-            agent_api_url=agent_url,
-            agent_api_key=CONFTEST_KEY,
-            agent_default_id=SENTIENTONE_AGENT,
-            bridge_database_url=f"sqlite+aiosqlite:///{tmp_path / 'fuzz.db'}",
-            bridge_user_rate_limit="off",
-            bridge_channel_rate_limit="off",
+        settings = bridge_settings(
+            agent_url, tmp_path / "fuzz.db", bridge_user_rate_limit="off", bridge_channel_rate_limit="off"
         )
         async with open_bridge(settings) as bridge, running_slack(bridge, fake) as slack:
             yield SimpleNamespace(fake=fake, slack=slack, url=slack.platform.url, server_errors=[])
