@@ -19,10 +19,12 @@ from bridge.surface import Rate, Scope
 
 
 class Priority(IntEnum):
-    """Lower goes first. First visible text and the final state jump the queue."""
+    """Lower goes first. First visible text jumps the queue; a finished reply's final state
+    comes next; routine edits last. Only routine edits leave the reserve token."""
 
     URGENT = 0
-    NORMAL = 1
+    FINAL = 1
+    NORMAL = 2
 
 
 @dataclass(order=True)
@@ -63,7 +65,7 @@ class TokenBucket:
             self._stamp = now
 
     def _needed(self, priority: int) -> float:
-        return 1.0 + (self._reserve if priority > Priority.URGENT else 0.0)
+        return 1.0 + (self._reserve if priority >= Priority.NORMAL else 0.0)
 
     def _try_take(self, priority: int) -> bool:
         now = self._loop.time()
