@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import logging
-import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from bridge import logs
 from bridge.agent import AgentClient
 from bridge.config import Settings
-from bridge.redact import install_redaction
 from bridge.relay import Relay
 from bridge.store import Store
 
@@ -35,11 +33,8 @@ async def open_bridge(settings: Settings) -> AsyncIterator[Bridge]:
 
 
 def configure_logging(settings: Settings, level: str | None = None, *, secrets: Sequence[str] = ()) -> None:
-    """Log to stderr with every secret this process knows (settings' and `secrets`) redacted."""
-    logging.basicConfig(
-        level=(level or settings.bridge_log_level).upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
+    """Log to stderr (text or JSON, BRIDGE_LOG_FORMAT) with every secret this process knows
+    — the settings' and `secrets` — redacted."""
+    logs.configure_logging(
+        level or settings.bridge_log_level, settings.bridge_log_format, secrets=[*settings.secrets(), *secrets]
     )
-    install_redaction([*settings.secrets(), *secrets])

@@ -7,7 +7,7 @@ never the value of a secret.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +43,7 @@ class Settings(BaseSettings):
 
     bridge_database_url: str = "sqlite+aiosqlite:///./agent-bridge.db"
     bridge_log_level: str = "INFO"
+    bridge_log_format: Literal["text", "json"] = "text"
     bridge_max_message_chars: int = Field(default=8000, ge=1)
     bridge_user_rate_limit: str = "20/60"
     bridge_channel_rate_limit: str = "120/60"

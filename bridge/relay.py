@@ -24,6 +24,7 @@ from bridge.events import AgentEvent, ConversationStarted, Failed
 from bridge.failures import AgentFailure, FailureCode
 from bridge.keys import MessageRef, ThreadKey
 from bridge.limits import MessageLimiter
+from bridge.logs import bind_log_fields, log_context
 from bridge.reply import Reply, ReplyState, ReplyStatus, reply_from_json, reply_to_json
 from bridge.scheduler import DeliveryFailed, ReplyWriter
 from bridge.split import StableSplitter
@@ -182,7 +183,10 @@ class Relay:
             self._answering += 1
             self._idle.clear()
             try:
-                return await self._answer(inbound, surface)
+                with log_context(
+                    platform=thread.platform, workspace=thread.workspace, channel=thread.channel, thread=thread.thread
+                ):
+                    return await self._answer(inbound, surface)
             finally:
                 self._answering -= 1
                 if self._answering == 0:
@@ -282,6 +286,7 @@ class Relay:
         reply_id = await self.store.create_reply(
             thread, agent_id, inbound_event_id=inbound.event_id, owner=self.owner
         )
+        bind_log_fields(reply_id=reply_id, agent_id=agent_id)
         state = ReplyState(conversation_id=conversation.conversation_id)
         stream_task: asyncio.Task[None] | None = None
 
@@ -427,8 +432,10 @@ class Relay:
         """Feed upstream events into the state; store the conversation id the moment it is known."""
         conversation_id = state.conversation_id
         async for event in self._events(thread, agent_id, text, conversation_id, state):
-            version = state.version
+            version, trace_id = state.version, state.trace_id
             state.apply(event)
+            if state.trace_id != trace_id:
+                bind_log_fields(trace_id=state.trace_id)
             if state.version != version:
                 writer.notify()
                 changed.set()

@@ -213,3 +213,14 @@ async def test_run_with_half_a_slack_configuration_names_the_missing_variable(tm
 async def test_discord_subcommands_are_reachable(tmp_path):
     code, out, err = await run_cli("discord", "invite-url", env=base_env(tmp_path), cwd=tmp_path)
     assert code == 2 and "DISCORD_BOT_TOKEN" in out + err
+
+
+async def test_json_logs_carry_the_reply_context(tmp_path, mock_agent_url):
+    env = base_env(tmp_path, AGENT_API_URL=mock_agent_url, BRIDGE_LOG_FORMAT="json")
+    code, _, err = await run_cli("chat", "--agent", AGENT, "--thread", "logs", "error please", env=env, cwd=tmp_path)
+    assert code == 1
+    entries = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    failure = next(e for e in entries if e["logger"] == "bridge.agent")
+    assert failure["level"] == "WARNING" and failure["thread"] == "logs" and failure["platform"] == "terminal"
+    assert failure["reply_id"] and failure["trace_id"]
+    assert KEY not in err
