@@ -21,6 +21,7 @@ from sqlalchemy import Table, delete, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Row, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -376,7 +377,8 @@ class Store:
         try:
             async with guard, engine.begin() as conn:
                 yield conn
-        except (OperationalError, InterfaceError, OSError) as exc:
+        except (OperationalError, InterfaceError, OSError, PoolTimeout) as exc:
+            # PoolTimeout: every pooled connection busy for too long — as unavailable as a dead server
             raise _unavailable(exc, self._url, "using") from exc
 
     def _insert(self, table: Table) -> Any:
