@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
@@ -23,13 +24,15 @@ log = logging.getLogger("adapters.slack")
 EVENTS_PATH = "/slack/events"
 
 
-def make_client(settings: SlackSettings) -> AsyncWebClient:
+def make_client(settings: SlackSettings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
     """A Web API client without slack_sdk's rate-limit retry handler: a 429 must reach the
-    core's shared budgets instead of being slept through inside one call."""
+    core's shared budgets instead of being slept through inside one call. Given a `session`,
+    every call reuses its pooled connections (without one, slack_sdk opens a session per call)."""
     return AsyncWebClient(
         token=settings.bot_token,
         base_url=settings.slack_api_url,
         timeout=30,
+        session=session,
         retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=1)],
     )
 
@@ -65,8 +68,10 @@ class SlackPlatform:
     def secrets(self) -> list[str]:
         return self.settings.secrets()
 
-    def build_app(self, bridge: Bridge) -> tuple[AsyncApp, SlackEvents]:
-        client = make_client(self.settings)
+    def build_app(
+        self, bridge: Bridge, session: aiohttp.ClientSession | None = None
+    ) -> tuple[AsyncApp, SlackEvents]:
+        client = make_client(self.settings, session)
         surface = SlackSurface(
             client,
             native=self.settings.slack_native_streaming,
@@ -85,15 +90,16 @@ class SlackPlatform:
         return app, events
 
     async def run(self, bridge: Bridge, stop: asyncio.Event) -> None:
-        app, self.events = self.build_app(bridge)
-        try:
-            if self.settings.socket_mode:
-                await self._run_socket(bridge, app, stop)
-            else:
-                await self._run_http(bridge, app, stop)
-        finally:
-            await self.events.drain()
-            self.ready.clear()
+        async with aiohttp.ClientSession() as session:  # one connection pool for every Web API call
+            app, self.events = self.build_app(bridge, session)
+            try:
+                if self.settings.socket_mode:
+                    await self._run_socket(bridge, app, stop)
+                else:
+                    await self._run_http(bridge, app, stop)
+            finally:
+                await self.events.drain()
+                self.ready.clear()
 
     async def _recover(self, bridge: Bridge) -> None:
         """Finalize replies a crashed process left streaming in Slack (shown as interrupted)."""
