@@ -70,3 +70,22 @@ async def test_database_down_mid_answer_keeps_the_answer(parts, caplog):
     assert outcome.reply.status is ReplyStatus.DONE and outcome.reply.text
     assert surface.messages[outcome.messages[-1].id].text == outcome.reply.text
     assert "could not persist reply" in caplog.text
+
+
+async def test_an_exhausted_connection_pool_is_store_unavailable(tmp_path):
+    """Every pooled connection busy past the pool's timeout (seen at 1,000 concurrent replies)
+    counts as the database being unavailable, so the relay answers instead of raising."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from bridge.store import StoreUnavailable
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'pool.db'}"
+    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    store = Store(engine, make_url(url))
+    try:
+        async with engine.connect():  # the only connection, held
+            with pytest.raises(StoreUnavailable, match="BRIDGE_DATABASE_URL"):
+                await store.get_binding("slack", "T1", "C1")
+    finally:
+        await engine.dispose()
