@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +107,19 @@ class RecordingSurface:
         self.calls.append(Call(self._now(), "delete", message.id, None))
 
     # -- what tests look at ------------------------------------------------------------------
+
+    async def wait_for(self, condition: Callable[[], object], timeout: float = 10.0) -> None:
+        """Poll until `condition()` holds; fail with a clear message after `timeout` seconds."""
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(0.01)
+
+    def posted(self) -> bool:
+        return bool(self.ops("post"))
+
+    def shows_text(self) -> bool:
+        """Some agent text has been edited into a message (past the placeholder)."""
+        return any(c.op == "edit" and c.payload.text for c in self.calls)
 
     def ops(self, op: str) -> list[Call]:
         return [c for c in self.calls if c.op == op]

@@ -191,10 +191,7 @@ async def test_empty_message_gets_a_prompt_not_an_agent_call(bridge):
 async def test_stop_cancels_the_stream_and_marks_the_reply(bridge):
     surface = RecordingSurface()
     task = asyncio.create_task(bridge.relay.handle(Inbound(thread(), "U1", "a very slow story", None), surface))
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if any(c.op == "edit" and c.payload.text for c in surface.calls):
-            break
+    await surface.wait_for(surface.shows_text)
     assert bridge.relay.stop_thread(thread())
     outcome = await task
     assert outcome.reply.status is ReplyStatus.STOPPED and outcome.reply.notice == STOPPED_NOTICE
@@ -207,10 +204,7 @@ async def test_stop_cancels_the_stream_and_marks_the_reply(bridge):
 async def test_deleted_message_stops_the_upstream_stream(bridge):
     surface = RecordingSurface()
     task = asyncio.create_task(bridge.relay.handle(Inbound(thread(), "U1", "a very slow story", None), surface))
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if surface.ops("post"):
-            break
+    await surface.wait_for(surface.posted)
     surface.gone.add(surface.ops("post")[0].message_id)
     outcome = await asyncio.wait_for(task, 5)
     assert outcome.reply.status is ReplyStatus.STOPPED
@@ -219,10 +213,7 @@ async def test_deleted_message_stops_the_upstream_stream(bridge):
 async def test_cancelled_handler_marks_the_reply_interrupted(bridge):
     surface = RecordingSurface()
     task = asyncio.create_task(bridge.relay.handle(Inbound(thread(), "U1", "a very slow story", None), surface))
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if surface.ops("post"):
-            break
+    await surface.wait_for(surface.posted)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -262,10 +253,7 @@ async def test_native_stream_capability_is_used_and_falls_back_to_edits(bridge):
 async def test_expired_message_continues_in_a_new_one(bridge):
     surface = RecordingSurface()
     task = asyncio.create_task(bridge.relay.handle(Inbound(thread(), "U1", "tell me a slow story", None), surface))
-    for _ in range(300):
-        await asyncio.sleep(0.01)
-        if any(c.op == "edit" and c.payload.text for c in surface.calls):
-            break
+    await surface.wait_for(surface.shows_text)
     first = surface.ops("post")[0].message_id
     surface.expired.add(first)
     outcome = await asyncio.wait_for(task, 10)
@@ -302,8 +290,7 @@ async def test_user_and_channel_limits_answer_friendly(bridge_factory):
 async def test_drain_lets_replies_finish_within_the_grace(bridge):
     surface = RecordingSurface()
     task = asyncio.create_task(bridge.relay.handle(Inbound(thread(), "U1", "hello", None), surface))
-    while not surface.ops("post"):
-        await asyncio.sleep(0.01)
+    await surface.wait_for(surface.posted)
     await bridge.relay.drain(grace=10)
     assert (await task).ok
     late = await bridge.relay.handle(Inbound(thread("t2"), "U1", "hello", None), surface)
@@ -313,8 +300,7 @@ async def test_drain_lets_replies_finish_within_the_grace(bridge):
 async def test_drain_past_the_grace_interrupts_and_says_so(bridge):
     surface = RecordingSurface()
     task = asyncio.create_task(bridge.relay.handle(Inbound(thread(), "U1", "a very slow story", None), surface))
-    while not surface.ops("post"):
-        await asyncio.sleep(0.01)
+    await surface.wait_for(surface.posted)
     await bridge.relay.drain(grace=0.2)
     outcome = await task
     assert outcome.reply.status is ReplyStatus.INTERRUPTED

@@ -63,8 +63,7 @@ async def test_database_down_mid_answer_keeps_the_answer(parts, caplog):
     path, store, relay = parts
     surface = RecordingSurface()
     task = asyncio.create_task(relay.handle(Inbound(THREAD, "U1", "tell me a story", None), surface))
-    while not surface.ops("post"):
-        await asyncio.sleep(0.005)
+    await surface.wait_for(surface.posted)
     async with write_locked(path):
         outcome = await task
     assert outcome.reply.status is ReplyStatus.DONE and outcome.reply.text
