@@ -27,7 +27,11 @@ async def open_bridge(settings: Settings) -> AsyncIterator[Bridge]:
     store = await Store.open(settings.bridge_database_url)
     try:
         async with AgentClient(settings) as agent:
-            yield Bridge(settings, store, agent, Relay(store, agent, settings))
+            relay = Relay(store, agent, settings)
+            try:
+                yield Bridge(settings, store, agent, relay)
+            finally:
+                await relay.close()
     finally:
         await store.close()
 

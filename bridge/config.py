@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     bridge_user_rate_limit: str = "20/60"
     bridge_channel_rate_limit: str = "120/60"
     bridge_shutdown_grace: float = Field(default=30.0, ge=0)
+    bridge_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
+    """How long a replica's claim on an unfinished reply lasts without renewal (renewed every
+    third of it); after that another replica finalizes the reply or answers the queued message."""
 
     @field_validator("bridge_user_rate_limit", "bridge_channel_rate_limit")
     @classmethod

@@ -28,6 +28,8 @@ from bridge.failures import AgentFailure, FailureCode
 
 
 class ReplyStatus(StrEnum):
+    QUEUED = "queued"
+    """Stored only: accepted, waiting for earlier replies of its thread (never rendered)."""
     STREAMING = "streaming"
     DONE = "done"
     FAILED = "failed"
@@ -36,7 +38,7 @@ class ReplyStatus(StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self is not ReplyStatus.STREAMING
+        return self is not ReplyStatus.STREAMING and self is not ReplyStatus.QUEUED
 
 
 class ToolStatus(StrEnum):

@@ -3,12 +3,7 @@ and SIGTERM with a grace period. Nothing stored may be lost; no reply may stay "
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
-import socket
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import aiohttp
@@ -17,48 +12,17 @@ import pytest
 from bridge.keys import ThreadKey
 from bridge.store import Store
 from tests.conftest import SENTIENTONE_AGENT
-from tests.secret_guard import LIFECYCLE_KEY
+from tests.processes import (
+    INTERRUPTED,
+    BridgeProcess,
+    checkpointed,
+    free_port,
+    lifecycle_env,
+    reply_of,
+    shows,
+)
 from tests.slack_client import SlackDelivery
-from tests.slack_fake import BOT_TOKEN, SIGNING_SECRET, TEAM, running_fake_slack
-
-EXE = str(Path(sys.executable).parent / "agent-bridge")
-INTERRUPTED = "interrupted"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class BridgeProcess:
-    """`agent-bridge run --platform slack` as a child process, HTTP mode on a fixed port."""
-
-    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
-        self.env, self.port, self.log = env, port, log
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                EXE, "run", "--platform", "slack", env=self.env, stdout=log, stderr=log,
-                stdin=asyncio.subprocess.DEVNULL,
-            )
-        for _ in range(300):
-            if self.proc.returncode is not None:
-                raise AssertionError(f"bridge exited early:\n{self.log.read_text()}")
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                return
-            except OSError:
-                await asyncio.sleep(0.05)
-        raise AssertionError("bridge did not start listening")
-
-    async def signal(self, sig: int, timeout: float = 30) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        return await asyncio.wait_for(self.proc.wait(), timeout)
+from tests.slack_fake import TEAM, running_fake_slack
 
 
 @pytest.fixture
@@ -66,45 +30,12 @@ async def world(tmp_path, mock_agent_url):
     port = free_port()
     db = tmp_path / "bridge.db"
     async with running_fake_slack() as fake:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "BRIDGE_", "SLACK_", "DISCORD_"))}
-        env.update(
-            AGENT_API_URL=mock_agent_url,
-            AGENT_API_KEY=LIFECYCLE_KEY,
-            AGENT_DEFAULT_ID=SENTIENTONE_AGENT,
-            BRIDGE_DATABASE_URL=f"sqlite+aiosqlite:///{db}",
-            BRIDGE_HTTP_HOST="127.0.0.1",
-            BRIDGE_HTTP_PORT=str(port),
-            SLACK_BOT_TOKEN=BOT_TOKEN,
-            SLACK_SIGNING_SECRET=SIGNING_SECRET,
-            SLACK_API_URL=fake.api_url,
-        )
+        env = lifecycle_env(fake, mock_agent_url, f"sqlite+aiosqlite:///{db}")
+        env.update(BRIDGE_HTTP_PORT=str(port), BRIDGE_LEASE_SECONDS="2")
         async with aiohttp.ClientSession() as session:
             url = f"http://127.0.0.1:{port}/slack/events"
             delivery = SlackDelivery(fake, SimpleNamespace(url=url), session)
             yield SimpleNamespace(fake=fake, env=env, port=port, db=db, delivery=delivery, tmp=tmp_path)
-
-
-def reply_of(fake, channel: str, thread_ts: str):
-    """The bot's reply message in a thread (the first message the bot posted there)."""
-    bot = [m for m in fake.thread_messages(channel, thread_ts) if m.ts != thread_ts]
-    return bot[0] if bot else None
-
-
-def shows(message, needle: str) -> bool:
-    rendered = " ".join([message.text, str(message.attachments), str(message.blocks)])
-    return needle.lower() in rendered.lower()
-
-
-async def checkpointed(url: str, count: int) -> None:
-    """Wait until `count` streaming replies have a checkpoint with text (saved right after their
-    first text; a crash in the instant between showing text and saving it loses that text)."""
-    async with await Store.open(url) as store:
-        for _ in range(200):
-            rows = await store.unfinished_replies()
-            if sum(bool(r.checkpoint and r.checkpoint["text"]) for r in rows) >= count:
-                return
-            await asyncio.sleep(0.05)
-    raise AssertionError("replies were not checkpointed")
 
 
 async def test_sigkill_mid_stream_then_restart_finalizes_every_reply(world):

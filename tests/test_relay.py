@@ -192,7 +192,7 @@ async def test_stop_cancels_the_stream_and_marks_the_reply(bridge):
     surface = RecordingSurface()
     task = asyncio.create_task(bridge.relay.handle(Inbound(thread(), "U1", "a very slow story", None), surface))
     await surface.wait_for(surface.shows_text)
-    assert bridge.relay.stop_thread(thread())
+    assert await bridge.relay.stop_thread(thread())
     outcome = await task
     assert outcome.reply.status is ReplyStatus.STOPPED and outcome.reply.notice == STOPPED_NOTICE
     final = surface.messages[outcome.messages[-1].id]

@@ -39,7 +39,7 @@ async def test_upgrade_twice_is_a_noop(db_url: str) -> None:
     await upgrade(db_url)
     async with await Store.open(db_url, migrate=False) as s:
         async with s.engine.connect() as conn:
-            assert await current_revision(conn) == head_revision() == "0002"
+            assert await current_revision(conn) == head_revision() == "0003"
             names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
     assert TABLES <= names
 
@@ -55,7 +55,7 @@ async def test_plain_alembic_command_uses_the_url(db_url: str) -> None:
     await asyncio.to_thread(command.upgrade, alembic_config(db_url), "head")
     async with await Store.open(db_url, migrate=False) as s:
         async with s.engine.connect() as conn:
-            assert await current_revision(conn) == "0002"
+            assert await current_revision(conn) == "0003"
 
 
 async def test_open_without_migrate_leaves_schema_alone(db_url: str) -> None:

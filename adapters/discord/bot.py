@@ -192,7 +192,7 @@ class DiscordBridge:
             await self.rest.respond(interaction.id, interaction.token, DEFERRED_UPDATE)
         except SurfaceError as exc:
             log.warning("could not acknowledge Stop: %s", exc)
-        if allowed and not self.bridge.relay.stop_thread(key):
+        if allowed and not await self.bridge.relay.stop_thread(key):
             log.info("Stop pressed in %s, but nothing was streaming", key)
 
     # -- messages ----------------------------------------------------------------------------

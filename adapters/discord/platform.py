@@ -38,17 +38,16 @@ class DiscordPlatform:
         return self.settings.secrets()
 
     @staticmethod
-    async def _recover(bridge: Bridge, rest: DiscordRest) -> None:
-        """Finalize replies a crashed process left streaming (shown as interrupted). Edits go to
-        the channel each message was stored with; a reply that never showed a message gets one
-        in its bound channel."""
+    async def _serve_until(bridge: Bridge, rest: DiscordRest, stop: asyncio.Event) -> None:
+        """Until `stop`: take over Discord replies whose replica (or an earlier process) died.
+        Streaming ones are shown as interrupted (edits go to the channel each message was
+        stored with; one that never showed a message gets one in its channel); queued ones
+        are answered here."""
 
         def surface_for(key: ThreadKey) -> DiscordSurface:
             return DiscordSurface(rest, key.channel, thread=key, asker="")
 
-        finalized = await bridge.relay.recover(DiscordSurface.platform, surface_for)
-        if finalized:
-            log.info("Discord: finalized %d replies left streaming by an earlier process", finalized)
+        await bridge.relay.keep_recovering(DiscordSurface.platform, surface_for, stop)
 
     async def run(self, bridge: Bridge, stop: asyncio.Event) -> None:
         client = make_client(
@@ -56,6 +55,7 @@ class DiscordPlatform:
         )
         async with DiscordRest(self.settings.api_url, self.settings.token) as rest:
             self.bot = bot = DiscordBridge(client, bridge, self.settings, rest)
+            recovering: list[asyncio.Task[None]] = []
 
             async def on_ready() -> None:
                 log.info(
@@ -63,10 +63,11 @@ class DiscordPlatform:
                     client.user,
                     client.user.id if client.user else "?",
                 )
-                first = not self.connected.is_set()
+                if not recovering:  # the first ready of this run; later ones are reconnects
+                    recovering.append(
+                        asyncio.create_task(self._serve_until(bridge, rest, stop), name="discord recovery")
+                    )
                 self.connected.set()
-                if first:
-                    await self._recover(bridge, rest)
 
             client.event(on_ready)
             try:
@@ -89,6 +90,9 @@ class DiscordPlatform:
                 )
             finally:
                 stopping.cancel()
+                for task in recovering:
+                    task.cancel()
+                await asyncio.gather(*recovering, return_exceptions=True)
                 await bot.shutdown()
                 await client.close()
                 if not gateway.done():

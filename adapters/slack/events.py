@@ -176,7 +176,7 @@ class SlackEvents:
         if not channel or not ts:
             return
         thread = ThreadKey(PLATFORM, team, channel, ts)
-        if not self.bridge.relay.stop_thread(thread):
+        if not await self.bridge.relay.stop_thread(thread):
             log.info("Stop pressed in %s, but no reply is streaming there", thread)
 
 

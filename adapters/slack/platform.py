@@ -101,13 +101,12 @@ class SlackPlatform:
                 await self.events.drain()
                 self.ready.clear()
 
-    async def _recover(self, bridge: Bridge) -> None:
-        """Finalize replies a crashed process left streaming in Slack (shown as interrupted)."""
+    async def _serve_until(self, bridge: Bridge, stop: asyncio.Event) -> None:
+        """Until `stop`: take over Slack replies whose replica (or an earlier process) died —
+        streaming ones are shown as interrupted, queued ones are answered here."""
         surface = self.surface
         assert surface is not None
-        finalized = await bridge.relay.recover(surface.platform, lambda key: surface)
-        if finalized:
-            log.info("Slack: finalized %d replies left streaming by an earlier process", finalized)
+        await bridge.relay.keep_recovering(surface.platform, lambda key: surface, stop)
 
     async def _run_http(self, bridge: Bridge, app: AsyncApp, stop: asyncio.Event) -> None:
         web_app = app.web_app(path=EVENTS_PATH, port=self.settings.bridge_http_port)
@@ -122,8 +121,7 @@ class SlackPlatform:
             self.url = f"http://{shown}:{port}{EVENTS_PATH}"
             log.info("Slack HTTP mode: listening on %s:%s%s", host, port, EVENTS_PATH)
             self.ready.set()
-            await self._recover(bridge)
-            await stop.wait()
+            await self._serve_until(bridge, stop)
         finally:
             await runner.cleanup()
 
@@ -133,7 +131,6 @@ class SlackPlatform:
         log.info("Slack Socket Mode: connected")
         self.ready.set()
         try:
-            await self._recover(bridge)
-            await stop.wait()
+            await self._serve_until(bridge, stop)
         finally:
             await handler.close_async()

@@ -30,7 +30,8 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-REPLY_STATUSES = ("streaming", "done", "failed", "stopped", "interrupted")
+REPLY_STATUSES = ("queued", "streaming", "done", "failed", "stopped", "interrupted")
+"""`queued` and `streaming` rows are unfinished: each is held under its replica's lease."""
 
 
 def utcnow() -> datetime:
@@ -94,7 +95,12 @@ class ConversationRow(Base):
 
 
 class ReplyRow(Base):
-    """One bot reply (possibly several platform messages); `streaming` rows are crash-recovery work."""
+    """One bot reply (possibly several platform messages).
+
+    A row is `queued` from the moment its message is accepted (with the message in `inbound`, so
+    another replica can answer it if this one dies), `streaming` once answering starts, then
+    finished. Unfinished rows are held by `owner` until `lease_until`; the owner renews the lease.
+    """
 
     __tablename__ = "replies"
     __table_args__ = (
@@ -104,6 +110,7 @@ class ReplyRow(Base):
         Index(None, "platform", "workspace", "channel", "thread", "created_at"),
         Index(None, "platform", "workspace", "channel", "created_at"),
         Index(None, "status", "owner"),
+        Index(None, "status", "lease_until"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -111,7 +118,8 @@ class ReplyRow(Base):
     workspace: Mapped[str] = mapped_column(String)
     channel: Mapped[str] = mapped_column(String)
     thread: Mapped[str] = mapped_column(String)
-    agent_id: Mapped[str] = mapped_column(String)
+    agent_id: Mapped[str | None] = mapped_column(String, nullable=True)
+    """Chosen when answering starts (None while queued)."""
     inbound_event_id: Mapped[str | None] = mapped_column(String, nullable=True)
     message_ids: Mapped[list[str]] = mapped_column(JSON(none_as_null=True), default=list)
     status: Mapped[str] = mapped_column(String(16))
@@ -126,6 +134,10 @@ class ReplyRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     """The reply as last shown (text, tools, sources), so a crash can be finalized without losing it."""
+    inbound: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    """The message being answered (user, text, from_bot), so a survivor can answer a queued one."""
+    stop_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """Set when someone pressed Stop on a replica that is not streaming this reply."""
 
 
 class ProcessedEventRow(Base):

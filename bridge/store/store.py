@@ -9,15 +9,16 @@ locked" instead of waiting for `busy_timeout`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
-from sqlalchemy import Table, delete, event, func, select, update
+from sqlalchemy import Table, delete, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Row, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -44,7 +45,10 @@ _replies: Table = ReplyRow.__table__  # type: ignore[assignment]
 _events: Table = ProcessedEventRow.__table__  # type: ignore[assignment]
 _audit: Table = AuditRow.__table__  # type: ignore[assignment]
 
+T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT = 5.0
+PG_THREAD_LOCK_CLASS = 0x61627468  # "abth": the advisory-lock namespace of thread queues
+UNFINISHED = (ReplyStatus.QUEUED.value, ReplyStatus.STREAMING.value)
 _UPDATABLE_REPLY_FIELDS = frozenset(
     {"trace_id", "conversation_id", "error_code", "owner", "lease_until", "usage",
      "inbound_event_id", "message_ids", "checkpoint"}
@@ -97,6 +101,18 @@ class ReplyRecord:
     updated_at: datetime
     finished_at: datetime | None
     checkpoint: Mapping[str, Any] | None = field(default=None, hash=False)
+    inbound: Mapping[str, Any] | None = field(default=None, hash=False)
+    """The message a queued reply answers: user, text, from_bot."""
+    stop_requested: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedReply:
+    """A reply row just created for an accepted message, and its place in the thread's queue."""
+
+    id: int
+    earlier: int
+    """Unfinished replies of the same thread (on any replica) created before this one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +283,8 @@ def _reply(row: Row[Any]) -> ReplyRecord:
         updated_at=row.updated_at,
         finished_at=row.finished_at,
         checkpoint=row.checkpoint,
+        inbound=row.inbound,
+        stop_requested=row.stop_requested_at is not None,
     )
 
 
@@ -286,12 +304,33 @@ def _where_key(table: Table, key: ThreadKey) -> tuple[Any, ...]:
     )
 
 
+def _lock_name(key: ThreadKey) -> str:
+    return "\x1f".join((key.platform, key.workspace, key.channel, key.thread))
+
+
 def _where_channel(table: Table, platform: str, workspace: str, channel: str) -> tuple[Any, ...]:
     return (
         table.c.platform == platform,
         table.c.workspace == workspace,
         table.c.channel == channel,
     )
+
+
+def _finish_even_if_cancelled(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """A write whose caller is cancelled (Stop, shutdown) still runs to its commit or rollback:
+    cut off mid-transaction, a pooled SQLite connection could keep the write lock and every
+    other writer would time out with "database is locked"."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        task = asyncio.ensure_future(method(*args, **kwargs))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # nobody waits for it now
+            raise
+
+    return wrapper
 
 
 class Store:
@@ -387,6 +426,7 @@ class Store:
 
     # -- de-duplication ------------------------------------------------------------------
 
+    @_finish_even_if_cancelled
     async def claim_event(self, platform: str, event_id: str) -> bool:
         """True only for the first delivery of an event, across processes sharing the DB."""
         stmt = (
@@ -398,6 +438,7 @@ class Store:
         async with self._tx(write=True) as conn:
             return (await conn.execute(stmt)).first() is not None
 
+    @_finish_even_if_cancelled
     async def prune_events(self, older_than: timedelta) -> int:
         """Forget claims older than the platforms' retry window; returns how many."""
         cutoff = self._clock() - older_than
@@ -413,6 +454,7 @@ class Store:
             row = (await conn.execute(stmt)).first()
         return _binding(row) if row else None
 
+    @_finish_even_if_cancelled
     async def bind(
         self,
         platform: str,
@@ -447,6 +489,7 @@ class Store:
             )
         return _binding(row)
 
+    @_finish_even_if_cancelled
     async def unbind(self, platform: str, workspace: str, channel: str, actor: str) -> bool:
         """Remove a channel's binding; False (and no audit entry) when there was none."""
         stmt = (
@@ -481,6 +524,7 @@ class Store:
             row = (await conn.execute(stmt)).first()
         return _conversation(row) if row else None
 
+    @_finish_even_if_cancelled
     async def start_conversation(self, key: ThreadKey, agent_id: str) -> Conversation:
         """The thread's conversation, created if absent; an existing one keeps its agent."""
         now = self._clock()
@@ -508,6 +552,7 @@ class Store:
         """Drop a stale upstream id (e.g. upstream answered 404) but keep the thread's agent."""
         return await self._update_conversation(key, None)
 
+    @_finish_even_if_cancelled
     async def _update_conversation(self, key: ThreadKey, conversation_id: str | None) -> bool:
         stmt = (
             update(_conversations)
@@ -518,6 +563,7 @@ class Store:
         async with self._tx(write=True) as conn:
             return (await conn.execute(stmt)).first() is not None
 
+    @_finish_even_if_cancelled
     async def reset_conversation(self, key: ThreadKey, actor: str) -> bool:
         """Delete the thread's conversation so the next message starts fresh (audited)."""
         stmt = (
@@ -538,6 +584,7 @@ class Store:
 
     # -- replies -------------------------------------------------------------------------
 
+    @_finish_even_if_cancelled
     async def create_reply(
         self,
         key: ThreadKey,
@@ -560,6 +607,7 @@ class Store:
         async with self._tx(write=True) as conn:
             return int((await conn.execute(stmt)).scalar_one())
 
+    @_finish_even_if_cancelled
     async def add_reply_message(self, reply_id: int, message_id: str) -> None:
         """Remember a posted platform message (idempotent), so it can be edited after a crash."""
         async with self._tx(write=True) as conn:
@@ -580,6 +628,7 @@ class Store:
                 .values(message_ids=ids, updated_at=self._clock())
             )
 
+    @_finish_even_if_cancelled
     async def finish_reply(
         self,
         reply_id: int,
@@ -589,14 +638,15 @@ class Store:
         conversation_id: str | None = None,
         usage: Usage | Mapping[str, Any] | None = None,
         error_code: str | None = None,
+        owner: str | None = None,
     ) -> bool:
-        """Mark a streaming reply finished; the first finish wins (returns False afterwards).
-
-        Fields passed as None are left as they are.
+        """Mark a queued or streaming reply finished; the first finish wins (returns False
+        afterwards). With `owner`, only while that replica still holds the reply's lease (False
+        once another replica has taken it over). Fields passed as None are left as they are.
         """
         status = ReplyStatus(status)
         if not status.finished:
-            raise ValueError("finish_reply needs a finished status, not 'streaming'")
+            raise ValueError(f"finish_reply needs a finished status, not {status.value!r}")
         now = self._clock()
         values: dict[str, Any] = {"status": status.value, "finished_at": now, "updated_at": now}
         extra = {"trace_id": trace_id, "conversation_id": conversation_id,
@@ -604,10 +654,12 @@ class Store:
         values.update({k: v for k, v in extra.items() if v is not None})
         stmt = (
             update(_replies)
-            .where(_replies.c.id == reply_id, _replies.c.status == ReplyStatus.STREAMING.value)
+            .where(_replies.c.id == reply_id, _replies.c.status.in_(UNFINISHED))
             .values(**values)
             .returning(_replies.c.id)
         )
+        if owner is not None:
+            stmt = stmt.where(_replies.c.owner == owner)
         async with self._tx(write=True) as conn:
             if (await conn.execute(stmt)).first() is not None:
                 return True
@@ -618,6 +670,7 @@ class Store:
             raise ReplyNotFound(reply_id)
         return False
 
+    @_finish_even_if_cancelled
     async def update_reply(self, reply_id: int, **fields: Any) -> None:
         """Set some of: trace_id, conversation_id, error_code, owner, lease_until, usage,
         inbound_event_id, message_ids, checkpoint. Status changes go through `finish_reply`."""
@@ -638,6 +691,152 @@ class Store:
             if (await conn.execute(stmt)).first() is None:
                 raise ReplyNotFound(reply_id)
 
+    # -- several replicas: thread queues and leases -------------------------------------
+
+    @_finish_even_if_cancelled
+    async def enqueue_reply(
+        self,
+        key: ThreadKey,
+        *,
+        owner: str,
+        lease_until: datetime,
+        inbound: Mapping[str, Any] | None = None,
+        inbound_event_id: str | None = None,
+    ) -> QueuedReply:
+        """A `queued` reply for an accepted message, leased to `owner`, and how many unfinished
+        replies of its thread are ahead of it. Replicas enqueue one thread's messages one at a
+        time (an advisory lock on Postgres, the write lock on SQLite), so ids give the order."""
+        now = self._clock()
+        insert = (
+            _replies.insert()
+            .values(
+                platform=key.platform, workspace=key.workspace, channel=key.channel,
+                thread=key.thread, agent_id=None, inbound_event_id=inbound_event_id,
+                message_ids=[], status=ReplyStatus.QUEUED.value, owner=owner,
+                lease_until=lease_until, inbound=dict(inbound) if inbound else None,
+                created_at=now, updated_at=now,
+            )
+            .returning(_replies.c.id)
+        )
+        async with self._tx(write=True) as conn:
+            if self._dialect == "postgresql":
+                await conn.execute(
+                    select(func.pg_advisory_xact_lock(PG_THREAD_LOCK_CLASS, func.hashtext(_lock_name(key))))
+                )
+            reply_id = int((await conn.execute(insert)).scalar_one())
+            earlier = await conn.scalar(self._earlier(key, reply_id))
+        return QueuedReply(reply_id, int(earlier or 0))
+
+    def _earlier(self, key: ThreadKey, reply_id: int) -> Any:
+        return select(func.count()).where(
+            *_where_key(_replies, key), _replies.c.id < reply_id, _replies.c.status.in_(UNFINISHED)
+        )
+
+    async def earlier_unfinished(self, key: ThreadKey, reply_id: int) -> int:
+        """Unfinished replies of `key`'s thread created before `reply_id` (0: its turn has come)."""
+        async with self._tx() as conn:
+            return int(await conn.scalar(self._earlier(key, reply_id)) or 0)
+
+    @_finish_even_if_cancelled
+    async def start_reply(self, reply_id: int, agent_id: str, owner: str) -> bool:
+        """queued → streaming with its agent; False if `owner` no longer holds the reply."""
+        stmt = (
+            update(_replies)
+            .where(
+                _replies.c.id == reply_id,
+                _replies.c.status == ReplyStatus.QUEUED.value,
+                _replies.c.owner == owner,
+            )
+            .values(status=ReplyStatus.STREAMING.value, agent_id=agent_id, updated_at=self._clock())
+            .returning(_replies.c.id)
+        )
+        async with self._tx(write=True) as conn:
+            return (await conn.execute(stmt)).first() is not None
+
+    @_finish_even_if_cancelled
+    async def renew_leases(self, owner: str, until: datetime) -> dict[int, bool]:
+        """Extend every unfinished reply `owner` holds; returns them, each with whether someone
+        asked (on another replica) to stop it. A reply missing from the answer was taken over."""
+        stmt = (
+            update(_replies)
+            .where(_replies.c.owner == owner, _replies.c.status.in_(UNFINISHED))
+            .values(lease_until=until)
+            .returning(_replies.c.id, _replies.c.stop_requested_at)
+        )
+        async with self._tx(write=True) as conn:
+            return {row.id: row.stop_requested_at is not None for row in await conn.execute(stmt)}
+
+    @_finish_even_if_cancelled
+    async def take_over_expired(
+        self, platform: str, owner: str, until: datetime, limit: int = 100
+    ) -> list[ReplyRecord]:
+        """Claim (for `owner`, until `until`) this platform's unfinished replies whose lease ran
+        out — their replica died or lost the database. Two replicas never claim the same row."""
+        now = self._clock()
+        expired = (
+            _replies.c.platform == platform,
+            _replies.c.status.in_(UNFINISHED),
+            or_(_replies.c.lease_until.is_(None), _replies.c.lease_until < now),
+        )
+        ids = select(_replies.c.id).where(*expired).order_by(_replies.c.id).limit(limit)
+        if self._dialect == "postgresql":
+            ids = ids.with_for_update(skip_locked=True)
+        stmt = (
+            update(_replies)
+            .where(_replies.c.id.in_(ids.scalar_subquery()), *expired)
+            .values(owner=owner, lease_until=until, updated_at=now)
+            .returning(*_replies.c)
+        )
+        async with self._tx(write=True) as conn:
+            rows = [_reply(r) for r in await conn.execute(stmt)]
+        return sorted(rows, key=lambda r: r.id)
+
+    @_finish_even_if_cancelled
+    async def release_replies(self, owner: str, reply_ids: Iterable[int]) -> int:
+        """Give up queued replies (shutting down) so another replica answers them at once."""
+        ids = list(reply_ids)
+        if not ids:
+            return 0
+        stmt = (
+            update(_replies)
+            .where(
+                _replies.c.id.in_(ids),
+                _replies.c.owner == owner,
+                _replies.c.status == ReplyStatus.QUEUED.value,
+            )
+            .values(owner=None, lease_until=None, updated_at=self._clock())
+            .returning(_replies.c.id)
+        )
+        async with self._tx(write=True) as conn:
+            return len((await conn.execute(stmt)).all())
+
+    @_finish_even_if_cancelled
+    async def request_stop(self, key: ThreadKey) -> bool:
+        """Ask whichever replica streams `key`'s reply to stop it (it sees this within seconds)."""
+        stmt = (
+            update(_replies)
+            .where(*_where_key(_replies, key), _replies.c.status == ReplyStatus.STREAMING.value)
+            .values(stop_requested_at=self._clock())
+            .returning(_replies.c.id)
+        )
+        async with self._tx(write=True) as conn:
+            return bool((await conn.execute(stmt)).all())
+
+    @_finish_even_if_cancelled
+    async def checkpoint_reply(self, reply_id: int, checkpoint: Mapping[str, Any]) -> bool:
+        """Save a streaming reply's visible state; True when a Stop was requested elsewhere."""
+        stmt = (
+            update(_replies)
+            .where(_replies.c.id == reply_id)
+            .values(checkpoint=dict(checkpoint), updated_at=self._clock())
+            .returning(_replies.c.stop_requested_at)
+        )
+        async with self._tx(write=True) as conn:
+            row = (await conn.execute(stmt)).first()
+        if row is None:
+            raise ReplyNotFound(reply_id)
+        return row.stop_requested_at is not None
+
     async def get_reply(self, reply_id: int) -> ReplyRecord:
         async with self._tx() as conn:
             row = (await conn.execute(select(_replies).where(_replies.c.id == reply_id))).first()
@@ -646,12 +845,8 @@ class Store:
         return _reply(row)
 
     async def unfinished_replies(self, owner: str | None = None) -> list[ReplyRecord]:
-        """Replies still `streaming` (all, or one owner's): after a crash these get finished."""
-        stmt = (
-            select(_replies)
-            .where(_replies.c.status == ReplyStatus.STREAMING.value)
-            .order_by(_replies.c.id)
-        )
+        """Replies still queued or streaming (all, or one owner's): after a crash these get finished."""
+        stmt = select(_replies).where(_replies.c.status.in_(UNFINISHED)).order_by(_replies.c.id)
         if owner is not None:
             stmt = stmt.where(_replies.c.owner == owner)
         async with self._tx() as conn:
