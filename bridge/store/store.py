@@ -207,6 +207,9 @@ def _sqlite_engine(url: URL, busy_timeout: float) -> AsyncEngine:
     engine = create_async_engine(
         url,
         connect_args={"timeout": busy_timeout},
+        # Every transaction ends in an explicit commit or rollback (`Store._tx`), so the pool's
+        # extra rollback on check-in would only cost one more trip to the connection's thread.
+        pool_reset_on_return=None,
         **({"poolclass": StaticPool} if memory else {}),
     )
 
@@ -225,8 +228,13 @@ def _sqlite_engine(url: URL, busy_timeout: float) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("bridge_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # Each aiosqlite call is a trip to the connection's thread and back through the event
+        # loop (a BEGIN costs three). A lone statement is atomic by itself, so reads and
+        # single-statement writes run without one; a multi-statement write takes the write
+        # lock up front, so it can't fail half-way with "database is locked".
+        options = conn.get_execution_options()
+        if options.get("bridge_write", False) and not options.get("bridge_single", False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -341,11 +349,16 @@ class Store:
     ) -> None:
         self._engine = engine
         self._write_engine = engine.execution_options(bridge_write=True)
+        self._single_write_engine = engine.execution_options(bridge_write=True, bridge_single=True)
         self._url = url
         self._clock = clock
         self._dialect = engine.dialect.name
         # One shared in-memory SQLite connection can't run two transactions at once.
         self._serial = asyncio.Lock() if self._dialect == "sqlite" and _is_memory(url) else None
+        # SQLite has one writer at a time. Writers of this process queue here, in order, rather
+        # than in SQLite's busy handler, which sleeps in growing steps (up to 100 ms) and leaves
+        # the lock idle meanwhile; other processes still meet the busy timeout.
+        self._writers = asyncio.Lock() if self._dialect == "sqlite" and self._serial is None else None
 
     @classmethod
     async def open(
@@ -409,10 +422,13 @@ class Store:
         return self._engine
 
     @asynccontextmanager
-    async def _tx(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
-        """One short transaction; connection-level failures become `StoreUnavailable`."""
-        engine = self._write_engine if write else self._engine
-        guard: AbstractAsyncContextManager[Any] = self._serial or nullcontext()
+    async def _tx(self, *, write: bool = False, single: bool = False) -> AsyncIterator[AsyncConnection]:
+        """One short transaction; connection-level failures become `StoreUnavailable`.
+
+        `single`: the write is one statement (on SQLite it then runs without BEGIN IMMEDIATE).
+        Reads on SQLite are single statements too, or tolerate seeing two snapshots."""
+        engine = (self._single_write_engine if single else self._write_engine) if write else self._engine
+        guard: AbstractAsyncContextManager[Any] = self._serial or (write and self._writers) or nullcontext()
         try:
             async with guard, engine.begin() as conn:
                 yield conn
@@ -435,14 +451,14 @@ class Store:
             .on_conflict_do_nothing(index_elements=["platform", "event_id"])
             .returning(_events.c.event_id)
         )
-        async with self._tx(write=True) as conn:
+        async with self._tx(write=True, single=True) as conn:
             return (await conn.execute(stmt)).first() is not None
 
     @_finish_even_if_cancelled
     async def prune_events(self, older_than: timedelta) -> int:
         """Forget claims older than the platforms' retry window; returns how many."""
         cutoff = self._clock() - older_than
-        async with self._tx(write=True) as conn:
+        async with self._tx(write=True, single=True) as conn:
             result = await conn.execute(delete(_events).where(_events.c.received_at < cutoff))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
@@ -560,7 +576,7 @@ class Store:
             .values(conversation_id=conversation_id, updated_at=self._clock())
             .returning(_conversations.c.id)
         )
-        async with self._tx(write=True) as conn:
+        async with self._tx(write=True, single=True) as conn:
             return (await conn.execute(stmt)).first() is not None
 
     @_finish_even_if_cancelled
@@ -660,7 +676,7 @@ class Store:
         )
         if owner is not None:
             stmt = stmt.where(_replies.c.owner == owner)
-        async with self._tx(write=True) as conn:
+        async with self._tx(write=True, single=True) as conn:
             if (await conn.execute(stmt)).first() is not None:
                 return True
             exists = (
@@ -687,7 +703,7 @@ class Store:
             .values(**fields, updated_at=self._clock())
             .returning(_replies.c.id)
         )
-        async with self._tx(write=True) as conn:
+        async with self._tx(write=True, single=True) as conn:
             if (await conn.execute(stmt)).first() is None:
                 raise ReplyNotFound(reply_id)
 
@@ -718,7 +734,9 @@ class Store:
             )
             .returning(_replies.c.id)
         )
-        async with self._tx(write=True) as conn:
+        # On SQLite the insert and the count need no transaction around them: writers are
+        # serialized, so every row with a smaller id was committed before this insert.
+        async with self._tx(write=True, single=True) as conn:
             if self._dialect == "postgresql":
                 await conn.execute(
                     select(func.pg_advisory_xact_lock(PG_THREAD_LOCK_CLASS, func.hashtext(_lock_name(key))))
@@ -750,7 +768,7 @@ class Store:
             .values(status=ReplyStatus.STREAMING.value, agent_id=agent_id, updated_at=self._clock())
             .returning(_replies.c.id)
         )
-        async with self._tx(write=True) as conn:
+        async with self._tx(write=True, single=True) as conn:
             return (await conn.execute(stmt)).first() is not None
 
     @_finish_even_if_cancelled
@@ -763,7 +781,7 @@ class Store:
             .values(lease_until=until)
             .returning(_replies.c.id, _replies.c.stop_requested_at)
         )
-        async with self._tx(write=True) as conn:
+        async with self._tx(write=True, single=True) as conn:
             return {row.id: row.stop_requested_at is not None for row in await conn.execute(stmt)}
 
     @_finish_even_if_cancelled
@@ -787,7 +805,7 @@ class Store:
             .values(owner=owner, lease_until=until, updated_at=now)
             .returning(*_replies.c)
         )
-        async with self._tx(write=True) as conn:
+        async with self._tx(write=True, single=True) as conn:
             rows = [_reply(r) for r in await conn.execute(stmt)]
         return sorted(rows, key=lambda r: r.id)
 
@@ -807,7 +825,7 @@ class Store:
             .values(owner=None, lease_until=None, updated_at=self._clock())
             .returning(_replies.c.id)
         )
-        async with self._tx(write=True) as conn:
+        async with self._tx(write=True, single=True) as conn:
             return len((await conn.execute(stmt)).all())
 
     @_finish_even_if_cancelled
@@ -819,7 +837,7 @@ class Store:
             .values(stop_requested_at=self._clock())
             .returning(_replies.c.id)
         )
-        async with self._tx(write=True) as conn:
+        async with self._tx(write=True, single=True) as conn:
             return bool((await conn.execute(stmt)).all())
 
     @_finish_even_if_cancelled
@@ -831,7 +849,7 @@ class Store:
             .values(checkpoint=dict(checkpoint), updated_at=self._clock())
             .returning(_replies.c.stop_requested_at)
         )
-        async with self._tx(write=True) as conn:
+        async with self._tx(write=True, single=True) as conn:
             row = (await conn.execute(stmt)).first()
         if row is None:
             raise ReplyNotFound(reply_id)
