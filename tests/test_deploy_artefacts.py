@@ -52,6 +52,11 @@ COMPOSE_ONLY = {"POSTGRES_PASSWORD"}
 # Settings that hold secrets (besides the SecretStr fields): the database URL carries a password.
 EXTRA_SECRET_SETTINGS = {"BRIDGE_DATABASE_URL"}
 
+# After BRIDGE_SHUTDOWN_GRACE, the bridge may still spend about 12 s marking unfinished replies
+# interrupted (relay: FINAL_FLUSH_TIMEOUT + 1 waiting, then one platform call); measured with
+# the real image: SIGTERM to exit took 41.6 s with the default grace of 30 s.
+SHUTDOWN_OVERHEAD = 15.0
+
 PROBE_PATHS = {"livenessProbe": "/healthz", "startupProbe": "/healthz", "readinessProbe": "/readyz"}
 POD_INDEX_FIELD = "metadata.labels['apps.kubernetes.io/pod-index']"
 
@@ -434,8 +439,9 @@ def test_termination_grace_outlasts_the_shutdown_grace():
         pre_stop = ((container.get("lifecycle") or {}).get("preStop") or {}).get("exec", {}).get("command", [])
         pause = float(pre_stop[1]) if pre_stop[:1] == ["sleep"] else 0.0
         window = pod.get("terminationGracePeriodSeconds", 30)
-        assert window > grace + pause, (
-            f"{name}: terminationGracePeriodSeconds {window} <= BRIDGE_SHUTDOWN_GRACE {grace} + preStop {pause}"
+        assert window >= grace + pause + SHUTDOWN_OVERHEAD, (
+            f"{name}: terminationGracePeriodSeconds {window} < BRIDGE_SHUTDOWN_GRACE {grace}"
+            f" + preStop {pause} + {SHUTDOWN_OVERHEAD} s to mark unfinished replies interrupted"
         )
 
 
@@ -552,7 +558,8 @@ def test_compose_runs_the_bridge_on_a_healthy_postgres():
     settings = Settings(bridge_database_url=url, _env_file=None)
     assert settings.bridge_database_url.startswith("postgresql+asyncpg://")
     assert "@postgres:" in url, "the bridge does not talk to the compose Postgres service"
-    assert duration_seconds(bridge["stop_grace_period"]) > default_of("BRIDGE_SHUTDOWN_GRACE")
+    grace = float(compose_environment(bridge).get("BRIDGE_SHUTDOWN_GRACE") or default_of("BRIDGE_SHUTDOWN_GRACE"))
+    assert duration_seconds(bridge["stop_grace_period"]) >= grace + SHUTDOWN_OVERHEAD
 
 
 def test_every_variable_compose_and_the_env_templates_set_is_a_setting():
@@ -572,7 +579,7 @@ def test_systemd_unit_outlasts_the_shutdown_grace():
     unit = (DEPLOY / "agent-bridge.service").read_text()
     stop = re.search(r"^TimeoutStopSec=(\S+)", unit, re.M)
     assert stop, "the unit sets no TimeoutStopSec"
-    assert duration_seconds(stop.group(1)) > float(default_of("BRIDGE_SHUTDOWN_GRACE"))
+    assert duration_seconds(stop.group(1)) >= float(default_of("BRIDGE_SHUTDOWN_GRACE")) + SHUTDOWN_OVERHEAD
 
 
 # -- docs and the allow-list -----------------------------------------------------------------
