@@ -42,10 +42,6 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE = DEPLOY / "docker-compose.yml"
 SETTINGS_CLASSES = (Settings, SlackSettings, DiscordSettings)
 
-# Settings of issue 7 that the deploy files already set while another branch adds them to the
-# code. Remove a name once a settings class declares it (test_allow_list_is_still_needed says so).
-UNDER_CONSTRUCTION = {"BRIDGE_LEASE_SECONDS"}
-
 # Variables the compose file itself substitutes (not bridge settings).
 COMPOSE_ONLY = {"POSTGRES_PASSWORD"}
 
@@ -91,7 +87,7 @@ def default_of(env_name: str) -> Any:
     raise KeyError(env_name)
 
 
-ALLOWED = setting_names() | UNDER_CONSTRUCTION
+ALLOWED = setting_names()
 
 
 # -- reading the artefacts -------------------------------------------------------------------
@@ -592,10 +588,3 @@ def test_deploy_doc_covers_every_artefact():
     for endpoint in ("/healthz", "/readyz", "/metrics"):
         assert endpoint in doc
     assert "docs/DEPLOY.md" in (ROOT / "README.md").read_text()
-
-
-def test_allow_list_is_still_needed():
-    """A name in UNDER_CONSTRUCTION that a settings class now reads should leave the list."""
-    landed = UNDER_CONSTRUCTION & setting_names()
-    if landed:
-        pytest.skip(f"now real settings, remove from UNDER_CONSTRUCTION: {sorted(landed)}")

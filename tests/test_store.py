@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,12 @@ from bridge.events import Usage
 from bridge.keys import ThreadKey
 from bridge.reply import ReplyStatus
 from bridge.store import ReplyNotFound, Store, StoreUnavailable
-from bridge.store.migrate import alembic_config, current_revision, head_revision, upgrade
+from bridge.store.migrate import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    upgrade,
+)
 from bridge.store.models import metadata
 from tests.db_fixtures import db_url, pg_database_url, skip_postgres, store  # noqa: F401
 
@@ -329,3 +336,21 @@ async def test_postgres_is_really_tested(db_url: str) -> None:
     assert version == 1
     assert s.dialect in {"sqlite", "postgresql"}
     assert ("postgresql" in db_url) == (s.dialect == "postgresql")
+
+
+async def test_replicas_starting_together_migrate_once(db_url: str) -> None:
+    """Three processes upgrading an empty database at once: one migrates (under an advisory lock
+    on Postgres, the write lock on SQLite), the others find the schema ready; none fails."""
+    exe = str(Path(sys.executable).parent / "agent-bridge")
+    env = {**os.environ, "BRIDGE_DATABASE_URL": db_url}
+    procs = [
+        await asyncio.create_subprocess_exec(
+            exe, "db", "upgrade", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        for _ in range(3)
+    ]
+    outputs = await asyncio.gather(*(p.communicate() for p in procs))
+    assert [p.returncode for p in procs] == [0, 0, 0], [out.decode() for out, _ in outputs]
+    async with await Store.open(db_url, migrate=False) as s:
+        async with s.engine.connect() as conn:
+            assert await current_revision(conn) == head_revision()
