@@ -14,7 +14,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridge.limits import RateSpec
 
-
 S = TypeVar("S", bound=BaseSettings)
 
 
@@ -48,6 +47,10 @@ class Settings(BaseSettings):
     bridge_user_rate_limit: str = "20/60"
     bridge_channel_rate_limit: str = "120/60"
     bridge_shutdown_grace: float = Field(default=30.0, ge=0)
+    bridge_http_host: str = "0.0.0.0"
+    bridge_http_port: int = Field(default=3000, ge=0, le=65535)
+    """The one HTTP port of `agent-bridge run`: /healthz, /readyz, /metrics and Slack's HTTP mode
+    (0 picks a free port; the bound address is logged)."""
 
     @field_validator("bridge_user_rate_limit", "bridge_channel_rate_limit")
     @classmethod

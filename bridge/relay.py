@@ -25,6 +25,7 @@ from bridge.failures import AgentFailure, FailureCode
 from bridge.keys import MessageRef, ThreadKey
 from bridge.limits import MessageLimiter
 from bridge.logs import bind_log_fields, log_context
+from bridge.metrics import Metrics
 from bridge.reply import Reply, ReplyState, ReplyStatus, reply_from_json, reply_to_json
 from bridge.scheduler import DeliveryFailed, ReplyWriter
 from bridge.split import StableSplitter
@@ -136,6 +137,7 @@ class Relay:
         budgets: Budgets | None = None,
         owner: str | None = None,
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.agent = agent
@@ -143,6 +145,7 @@ class Relay:
         self.budgets = budgets or Budgets()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.checkpoint_interval = checkpoint_interval
+        self.metrics = metrics or Metrics()  # a private registry when nobody scrapes (tests, benchmarks)
         self.lanes = ThreadLanes()
         self.bot_turns = BotTurns()
         self.accepting = True
@@ -258,7 +261,9 @@ class Relay:
     async def say(self, surface: Surface, thread: ThreadKey, text: str) -> ReplyOutcome:
         """Post a message from the bridge itself (not the agent), paced by the same budgets as replies."""
         state = ReplyState(chunks=[text], status=ReplyStatus.DONE)
-        writer = ReplyWriter(surface, thread, state, self.budgets, StableSplitter(surface.limits.max_text).split)
+        writer = ReplyWriter(
+            surface, thread, state, self.budgets, StableSplitter(surface.limits.max_text).split, metrics=self.metrics
+        )
         await writer.resume([])
         await writer.finish()
         if writer.failure is not None or writer.gone:
@@ -316,9 +321,11 @@ class Relay:
             StableSplitter(surface.limits.max_text).split,
             on_posted=on_posted,
             on_gone=on_gone,
+            metrics=self.metrics,
         )
         changed = asyncio.Event()
         checkpoints = asyncio.create_task(self._checkpoints(reply_id, state, changed))
+        watch = self.metrics.reply_started()
         try:
             try:
                 await writer.start()
@@ -357,6 +364,7 @@ class Relay:
             await asyncio.shield(self._interrupted(writer, reply_id, state, thread, saving))
             raise
         finally:
+            watch.finished(state, writer.stats)
             checkpoints.cancel()
             self._streams.pop(reply_id, None)
             if self._by_thread.get(thread) == reply_id:
@@ -397,7 +405,8 @@ class Relay:
             state = ReplyState.from_reply(reply)
             state.finish(ReplyStatus.INTERRUPTED, INTERRUPTED_NOTICE)
             writer = ReplyWriter(
-                row_surface, record.key, state, self.budgets, StableSplitter(row_surface.limits.max_text).split
+                row_surface, record.key, state, self.budgets, StableSplitter(row_surface.limits.max_text).split,
+                metrics=self.metrics,
             )
             await writer.resume([MessageRef.from_stored(record.key, stored) for stored in record.message_ids])
             try:
