@@ -201,8 +201,9 @@ async def test_metrics_count_real_replies_with_bounded_labels(bridge):
     assert done.ok and failed.reply is not None and failed.reply.error is not None
     code = failed.reply.error.code.value
 
+    posts_before = len(surface.ops("post"))
     slow = asyncio.create_task(bridge.relay.handle(Inbound(thread("c"), "U2", "be slow", None), surface))
-    await surface.wait_for(lambda: bridge.relay.in_flight == 1)
+    await surface.wait_for(lambda: len(surface.ops("post")) > posts_before)  # its placeholder is up
     async with serving(bridge, host="127.0.0.1", port=0) as server:
         during = samples((await get(f"{server.url}/metrics"))[1])
         assert value(during, "agent_bridge_replies_in_flight") == 1
@@ -257,12 +258,15 @@ async def test_slack_http_mode_serves_events_on_the_ops_port(bridge):
             slack_api_url=fake.api_url, slack_rate_scale=4,
         )
         assert platform is not None
+        probe = ProbePlatform()  # learns the core server's address: Slack must be on that one
+        probe.up = True
         shutdown = asyncio.Event()
-        running = asyncio.create_task(run_platforms(bridge, [platform], shutdown))
+        running = asyncio.create_task(run_platforms(bridge, [platform, probe], shutdown))
         try:
             await asyncio.wait_for(platform.ready.wait(), 10)
             assert platform.url is not None and platform.url.endswith("/slack/events")
             base = platform.url.removesuffix("/slack/events")
+            assert base == probe.base_url  # one server, one port
             assert (await get(f"{base}/healthz"))[0] == 200
             assert (await get(f"{base}/readyz"))[0] == 200
             async with aiohttp.ClientSession() as session:
