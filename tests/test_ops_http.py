@@ -375,3 +375,26 @@ def test_http_settings_are_core_settings(monkeypatch):
     monkeypatch.delenv("BRIDGE_HTTP_PORT")
     defaults: Any = load_settings()
     assert (defaults.bridge_http_host, defaults.bridge_http_port) == ("0.0.0.0", 3000)
+
+
+async def test_discord_is_not_ready_while_its_gateway_is_down(bridge):
+    async with running_fake_discord() as fake:
+        platform = DiscordPlatform(
+            load_discord_settings(discord_bot_token=DISCORD_TOKEN, discord_api_url=fake.api_url),
+            guild_ready_timeout=0.05,
+        )
+        fake.platform = platform  # type: ignore[attr-defined]
+        stop = asyncio.Event()
+        task = asyncio.create_task(platform.run(bridge, stop))
+        try:
+            await asyncio.wait_for(platform.connected.wait(), 10)
+            assert await platform.readiness() is None
+            (session,) = fake.sessions
+            await session.ws.close(code=4000, message=b"gone")  # the fake never resumes a session
+            async with asyncio.timeout(10):
+                while await platform.readiness() is None:
+                    await asyncio.sleep(0.02)
+            assert await platform.readiness() == "gateway disconnected (reconnecting)"
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)

@@ -103,10 +103,11 @@ class SlackPlatform:
         rejected = await _reject_unparsable(request)
         if rejected is not None:
             return rejected
-        try:
-            await asyncio.wait_for(self._app_built.wait(), APP_WAIT)
-        except TimeoutError:
-            pass
+        if not self._app_built.is_set():  # only while starting: no extra hop per request
+            try:
+                await asyncio.wait_for(self._app_built.wait(), APP_WAIT)
+            except TimeoutError:
+                pass
         app = self._app
         if app is None:
             return web.Response(status=503, text="Slack is not running in this process")
