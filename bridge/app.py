@@ -1,4 +1,4 @@
-"""Wiring: settings → store (migrated) → agent client → relay, opened and closed together."""
+"""Wiring: settings → store (migrated) → agent client → relay (+ metrics), opened and closed together."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from bridge import logs
 from bridge.agent import AgentClient
 from bridge.config import Settings
+from bridge.metrics import Metrics
 from bridge.relay import Relay
 from bridge.store import Store
 
@@ -19,17 +20,20 @@ class Bridge:
     store: Store
     agent: AgentClient
     relay: Relay
+    metrics: Metrics
+    """This bridge's Prometheus registry (served on /metrics by `agent-bridge run`)."""
 
 
 @contextlib.asynccontextmanager
 async def open_bridge(settings: Settings) -> AsyncIterator[Bridge]:
     """Open every long-lived resource once; close them in reverse order."""
     store = await Store.open(settings.bridge_database_url)
+    metrics = Metrics()
     try:
         async with AgentClient(settings) as agent:
-            relay = Relay(store, agent, settings)
+            relay = Relay(store, agent, settings, metrics=metrics)
             try:
-                yield Bridge(settings, store, agent, relay)
+                yield Bridge(settings, store, agent, relay, metrics)
             finally:
                 await relay.close()
     finally:

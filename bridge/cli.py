@@ -68,6 +68,8 @@ def _run(make: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(make())
     except StoreUnavailable as exc:
         raise _fail(str(exc)) from None
+    except ConfigError as exc:  # found only once running, e.g. the HTTP port is taken
+        raise _fail(f"configuration: {exc}") from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
@@ -257,7 +259,9 @@ def run(
 )
 def discord_commands(ctx: typer.Context) -> None:
     """Discord: `sync-commands [--guild ID]` registers /ask and /agent; `invite-url` prints the invite link."""
-    from adapters.discord.cli import app as discord_app  # imported only when used: discord.py is heavy
+    from adapters.discord.cli import (
+        app as discord_app,  # imported only when used: discord.py is heavy
+    )
 
     discord_app(args=ctx.args, prog_name="agent-bridge discord")
 

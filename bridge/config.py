@@ -14,7 +14,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridge.limits import RateSpec
 
-
 S = TypeVar("S", bound=BaseSettings)
 
 
@@ -51,6 +50,10 @@ class Settings(BaseSettings):
     bridge_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
     """How long a replica's claim on an unfinished reply lasts without renewal (renewed every
     third of it); after that another replica finalizes the reply or answers the queued message."""
+    bridge_http_host: str = "0.0.0.0"
+    bridge_http_port: int = Field(default=3000, ge=0, le=65535)
+    """The one HTTP port of `agent-bridge run`: /healthz, /readyz, /metrics and Slack's HTTP mode
+    (0 picks a free port; the bound address is logged)."""
 
     @field_validator("bridge_user_rate_limit", "bridge_channel_rate_limit")
     @classmethod

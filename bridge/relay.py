@@ -31,6 +31,7 @@ from bridge.failures import AgentFailure, FailureCode
 from bridge.keys import MessageRef, ThreadKey
 from bridge.limits import MessageLimiter
 from bridge.logs import bind_log_fields, log_context
+from bridge.metrics import Metrics
 from bridge.reply import Reply, ReplyState, ReplyStatus, reply_from_json, reply_to_json
 from bridge.scheduler import DeliveryFailed, ReplyWriter
 from bridge.split import StableSplitter
@@ -150,6 +151,7 @@ class Relay:
         owner: str | None = None,
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
         turn_poll: float = TURN_POLL,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.agent = agent
@@ -160,6 +162,7 @@ class Relay:
         self.checkpoint_interval = checkpoint_interval
         self.turn_poll = turn_poll
         self.lease = timedelta(seconds=settings.bridge_lease_seconds)
+        self.metrics = metrics or Metrics()  # a private registry when nobody scrapes (tests, benchmarks)
         self.lanes = ThreadLanes()
         self.bot_turns = BotTurns()
         self.accepting = True
@@ -366,7 +369,9 @@ class Relay:
     async def say(self, surface: Surface, thread: ThreadKey, text: str) -> ReplyOutcome:
         """Post a message from the bridge itself (not the agent), paced by the same budgets as replies."""
         state = ReplyState(chunks=[text], status=ReplyStatus.DONE)
-        writer = ReplyWriter(surface, thread, state, self.budgets, StableSplitter(surface.limits.max_text).split)
+        writer = ReplyWriter(
+            surface, thread, state, self.budgets, StableSplitter(surface.limits.max_text).split, metrics=self.metrics
+        )
         await writer.resume([])
         await writer.finish()
         if writer.failure is not None or writer.gone:
@@ -425,9 +430,11 @@ class Relay:
             StableSplitter(surface.limits.max_text).split,
             on_posted=on_posted,
             on_gone=on_gone,
+            metrics=self.metrics,
         )
         changed = asyncio.Event()
         checkpoints = asyncio.create_task(self._checkpoints(reply_id, state, changed, on_stop_requested=on_gone))
+        watch = self.metrics.reply_started()
         try:
             try:
                 await writer.start()
@@ -453,6 +460,7 @@ class Relay:
                 log.exception("reply %s in %s failed inside the bridge", reply_id, thread)
                 state.apply(Failed(AgentFailure.of(FailureCode.INTERNAL, trace_id=state.trace_id)))
             if reply_id in self._lost:  # another replica finalizes it: touch nothing more
+                state.finish(ReplyStatus.INTERRUPTED)  # (counted so here; never shown or stored by us)
                 await writer.cancel()
                 log.warning("reply %s in %s: lease lost to another replica; it finalizes the reply", reply_id, thread)
                 return ReplyOutcome(reply=None, reply_id=reply_id, agent_id=agent_id, handed_over=True)
@@ -472,6 +480,7 @@ class Relay:
             await asyncio.shield(self._interrupted(writer, reply_id, state, thread, saving))
             raise
         finally:
+            watch.finished(state, writer.stats)
             checkpoints.cancel()
             self._streams.pop(reply_id, None)
             if self._by_thread.get(thread) == reply_id:
@@ -641,7 +650,9 @@ class Relay:
         reply = reply_from_json(record.checkpoint) if record.checkpoint else Reply()
         state = ReplyState.from_reply(reply)
         state.finish(ReplyStatus.INTERRUPTED, INTERRUPTED_NOTICE)
-        writer = ReplyWriter(surface, record.key, state, self.budgets, StableSplitter(surface.limits.max_text).split)
+        writer = ReplyWriter(
+            surface, record.key, state, self.budgets, StableSplitter(surface.limits.max_text).split, metrics=self.metrics
+        )
         await writer.resume([MessageRef.from_stored(record.key, stored) for stored in record.message_ids])
         try:
             await asyncio.wait_for(writer.finish(), FINAL_FLUSH_TIMEOUT * 2)

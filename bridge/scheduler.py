@@ -17,8 +17,18 @@ from typing import Any, TypeVar
 
 from bridge.budget import Budgets, Priority, TokenBucket
 from bridge.keys import MessageRef, ThreadKey
+from bridge.metrics import Metrics
 from bridge.reply import MessagePart, Reply, ReplyState, ReplyStatus
-from bridge.surface import AccessDenied, MessageExpired, MessageGone, NativeStream, RateLimited, StreamRefused, Surface, SurfaceError
+from bridge.surface import (
+    AccessDenied,
+    MessageExpired,
+    MessageGone,
+    NativeStream,
+    RateLimited,
+    StreamRefused,
+    Surface,
+    SurfaceError,
+)
 
 log = logging.getLogger("bridge.scheduler")
 
@@ -46,6 +56,8 @@ class WriterStats:
     edits: int = 0
     appends: int = 0
     rate_limited: int = 0
+    first_text_at: float | None = None
+    """When the state first had text (the upstream's first delta), on the loop's clock."""
     first_visible_at: float | None = None
     final_visible_at: float | None = None
 
@@ -63,6 +75,7 @@ class ReplyWriter:
         *,
         on_posted: Callable[[MessageRef], None] | None = None,
         on_gone: Callable[[], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.surface = surface
         self.thread = thread
@@ -75,6 +88,8 @@ class ReplyWriter:
         self.failure: BaseException | None = None
         self._on_posted = on_posted
         self._on_gone = on_gone
+        self._metrics = metrics
+        """Counts every platform call and 429 by core operation; None (tests, benchmarks) counts nothing."""
         self._sent: list[MessagePart | None] = []
         self._wake = asyncio.Event()
         self._finished = asyncio.Event()
@@ -95,6 +110,7 @@ class ReplyWriter:
         if self._native:
             try:
                 await self._budget("stream_control").acquire(Priority.URGENT)
+                self._count("stream_start")
                 message = await self.surface.start_stream(self.thread)  # type: ignore[attr-defined]
                 await self._adopt(message, placeholder)
             except StreamRefused as exc:
@@ -114,6 +130,8 @@ class ReplyWriter:
 
     def notify(self) -> None:
         """The state changed; the writer will catch up when the budget allows."""
+        if self.stats.first_text_at is None and self.state.chunks:
+            self.stats.first_text_at = self._loop.time()
         self._wake.set()
         if self.state.status.finished:
             self._finished.set()
@@ -210,7 +228,7 @@ class ReplyWriter:
             try:
                 return await attempt()
             except RateLimited as exc:
-                self._rate_limited(bucket, exc)
+                self._rate_limited(bucket, exc, what)
                 limited += 1
             except AccessDenied as exc:
                 raise DeliveryFailed(str(exc)) from exc
@@ -254,6 +272,7 @@ class ReplyWriter:
             nonlocal part
             if part.index > 0 or part.text or replace:  # not the placeholder: send the latest state
                 part = self._parts(self.state.snapshot())[part.index]
+            self._count("post")
             return await self.surface.post(self.thread, self.surface.render(part))
 
         message = await self._call(self._budget("post"), lambda: Priority.URGENT, attempt, "post")
@@ -284,6 +303,7 @@ class ReplyWriter:
             if index >= len(parts) or self._sent[index] == parts[index]:
                 return  # nothing left to say here (the state moved on while we waited)
             shown = parts[index]
+            self._count("edit")
             await self.surface.edit(message, self.surface.render(shown))
 
         def priority() -> Priority:
@@ -314,6 +334,7 @@ class ReplyWriter:
                 self._native = False
                 parts = self._parts(reply)
                 await self._budget("stream_control").acquire(Priority.URGENT)
+                self._count("stream_stop")
                 await stream.stop_stream(message, self.surface.render(parts[0]))
                 self._sent[0] = parts[0]
                 self._mark_visible(parts[0])
@@ -327,6 +348,7 @@ class ReplyWriter:
                     Priority.URGENT if self._appended == 0 else Priority.NORMAL
                 )
             pending = self.state.text[self._appended :]
+            self._count("stream_append")
             await stream.append_stream(message, pending)
             self._appended += len(pending)
             self.stats.appends += 1
@@ -334,7 +356,8 @@ class ReplyWriter:
             self._mark_visible(self._sent[0])
             return True
         except RateLimited as exc:
-            self._rate_limited(self._budget(operation), exc)
+            method = "stream_append" if operation == "append" else "stream_stop"
+            self._rate_limited(self._budget(operation), exc, method)
             return True
         except StreamRefused as exc:
             log.info("native stream ended by the platform (%s); continuing with edits", exc)
@@ -346,8 +369,15 @@ class ReplyWriter:
         if part.text and self.stats.first_visible_at is None:
             self.stats.first_visible_at = self._loop.time()
 
-    def _rate_limited(self, bucket: TokenBucket, exc: RateLimited) -> None:
+    def _count(self, method: str) -> None:
+        """One platform call is going out (`method`: the core operation, see bridge/metrics.py)."""
+        if self._metrics is not None:
+            self._metrics.platform_call(self.surface.platform, method)
+
+    def _rate_limited(self, bucket: TokenBucket, exc: RateLimited, method: str) -> None:
         self.stats.rate_limited += 1
+        if self._metrics is not None:
+            self._metrics.rate_limited(self.surface.platform, method)
         log.info("platform 429 on %s; waiting %.2fs", exc.method or "a call", exc.retry_after)
         bucket.penalize(exc.retry_after)
 

@@ -34,6 +34,8 @@ def bridge_settings(agent_url: str, db_path, **overrides: Any):
         "agent_default_id": SENTIENTONE_AGENT,
         "bridge_database_url": f"sqlite+aiosqlite:///{db_path}",
         "agent_idle_timeout": 5,
+        "bridge_http_host": "127.0.0.1",  # the ops/Slack HTTP server: loopback, a free port
+        "bridge_http_port": 0,
     }
     return load_settings(**{**options, **overrides})
 

@@ -118,7 +118,8 @@ class SlackDelivery:
 
 @contextlib.asynccontextmanager
 async def running_slack(bridge, fake: FakeSlack, **overrides: Any) -> AsyncIterator[SlackDelivery]:
-    """The Slack platform's real `run()` in HTTP mode on a free port, against the fake.
+    """The Slack platform's real `run()` in HTTP mode against the fake, serving on the core's HTTP
+    server at the bridge's BRIDGE_HTTP_HOST/PORT (the test settings: loopback, a free port).
 
     The adapter's declared rates are scaled exactly as the fake's window is (SLACK_RATE_SCALE)."""
     options: dict[str, Any] = {
@@ -127,8 +128,6 @@ async def running_slack(bridge, fake: FakeSlack, **overrides: Any) -> AsyncItera
         "slack_signing_secret": SIGNING_SECRET,
         "slack_app_token": None,
         "slack_api_url": fake.api_url,
-        "bridge_http_host": "127.0.0.1",
-        "bridge_http_port": 0,
         "slack_admin_users": "",
     }
     options.update(overrides)

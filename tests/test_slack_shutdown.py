@@ -20,7 +20,7 @@ async def test_shutdown_interrupts_a_streaming_reply_visibly_then_stops(bridge_f
     async with bridge_factory(bridge_shutdown_grace=0.3) as bridge, running_fake_slack(time_scale=4) as fake:
         platform = load_platform(
             slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET, slack_app_token="",
-            slack_api_url=fake.api_url, bridge_http_host="127.0.0.1", bridge_http_port=0, slack_rate_scale=4,
+            slack_api_url=fake.api_url, slack_rate_scale=4,
         )
         shutdown = asyncio.Event()
         running = asyncio.create_task(run_platforms(bridge, [platform], shutdown))

@@ -10,8 +10,8 @@ import discord
 from adapters.discord.bot import DiscordBridge
 from adapters.discord.connection import make_client
 from adapters.discord.rest import DiscordRest
-from adapters.discord.surface import DiscordSurface
 from adapters.discord.settings import DiscordSettings
+from adapters.discord.surface import DiscordSurface
 from bridge.app import Bridge
 from bridge.config import ConfigError
 from bridge.keys import ThreadKey
@@ -33,9 +33,21 @@ class DiscordPlatform:
         self.connected = asyncio.Event()
         """Set once the gateway session is ready (tests and health checks wait on it)."""
         self.bot: DiscordBridge | None = None
+        self._client: discord.Client | None = None
+        self._gateway_up = False
+        """False between a gateway disconnect and the session's resume (for /readyz)."""
 
     def secrets(self) -> list[str]:
         return self.settings.secrets()
+
+    async def readiness(self) -> str | None:
+        """For /readyz (`bridge.ops_http.Readiness`): the gateway session is ready and up."""
+        client = self._client
+        if not self.connected.is_set() or client is None or client.is_closed():
+            return "gateway not ready"
+        if not self._gateway_up:
+            return "gateway disconnected (reconnecting)"
+        return None
 
     @staticmethod
     async def _serve_until(bridge: Bridge, rest: DiscordRest, stop: asyncio.Event) -> None:
@@ -67,9 +79,19 @@ class DiscordPlatform:
                     recovering.append(
                         asyncio.create_task(self._serve_until(bridge, rest, stop), name="discord recovery")
                     )
+                self._gateway_up = True
                 self.connected.set()
 
+            async def on_disconnect() -> None:
+                self._gateway_up = False
+
+            async def on_resumed() -> None:
+                self._gateway_up = True
+
             client.event(on_ready)
+            client.event(on_disconnect)
+            client.event(on_resumed)
+            self._client = client
             try:
                 await client.login(self.settings.token)
             except discord.LoginFailure:
@@ -101,6 +123,8 @@ class DiscordPlatform:
                     {gateway}
                 )  # its outcome is read below, not raised here
                 self.connected.clear()
+                self._gateway_up = False
+                self._client = None
             error = None if gateway.cancelled() else gateway.exception()
             if isinstance(error, discord.PrivilegedIntentsRequired):
                 raise ConfigError(

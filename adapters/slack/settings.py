@@ -40,8 +40,6 @@ class SlackSettings(BaseSettings):
     slack_rate_scale: float = Field(default=1.0, gt=0, le=100)
     """Multiplies every declared Slack rate. Only for tests against a fake Slack whose time
     window is shortened by the same factor; leave at 1 against the real Slack."""
-    bridge_http_host: str = "0.0.0.0"
-    bridge_http_port: int = Field(default=3000, ge=0, le=65535)
 
     @field_validator("slack_bot_token", "slack_app_token", "slack_signing_secret", mode="before")
     @classmethod

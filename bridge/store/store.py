@@ -400,6 +400,17 @@ class Store:
     async def close(self) -> None:
         await self._engine.dispose()
 
+    async def ping(self, timeout: float = 2.0) -> None:
+        """One `SELECT 1` within `timeout` seconds, for readiness probes; `StoreUnavailable`
+        (password hidden) when the database does not answer in time."""
+        try:
+            async with asyncio.timeout(timeout), self._serial or nullcontext(), self._engine.connect() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+        except TimeoutError:
+            raise StoreUnavailable(f"database did not answer within {timeout:g}s") from None
+        except Exception as exc:  # noqa: BLE001 - any failure here means "not ready"
+            raise _unavailable(exc, self._url, "pinging") from None
+
     async def __aenter__(self) -> Self:
         return self
 
