@@ -25,7 +25,15 @@ import time
 from contextlib import aclosing
 from typing import Any
 
-from bench.platform_bench import AGENT, MESSAGE, ROOT, pct, sampler, start_agent, stop_process
+from bench.platform_bench import (
+    AGENT,
+    MESSAGE,
+    ROOT,
+    pct,
+    sampler,
+    start_agent,
+    stop_process,
+)
 
 DIALECTS = {
     # dialect → (agent id, message suffix): the mock's current SentientOne generation, its older

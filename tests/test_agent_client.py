@@ -8,6 +8,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
+import aiohttp
 import pytest
 
 from bridge.agent import AgentClient
@@ -92,7 +93,8 @@ async def test_sentientone_current_generation(mock_url):
 async def test_sentientone_old_generation_by_agent_id_and_header(mock_url):
     async with client_for(mock_url) as client:
         by_id = await collect(client, SO_OLD_AGENT, "tool please")
-        client._http.headers["X-Mock-Generation"] = "1"
+    async with aiohttp.ClientSession(headers={"X-Mock-Generation": "1"}) as http:
+        client = AgentClient(settings_for(mock_url), http=http)
         by_header = await collect(client, SO_AGENT, "tool please")
     for events in (by_id, by_header):
         assert isinstance(events[0], ConversationStarted)
