@@ -579,3 +579,15 @@ async def test_malformed_json_line_is_skipped_and_the_reply_goes_on(caplog):
     assert text_of(events) == "before after"
     assert isinstance(events[-1], Completed)
     assert "not JSON" in caplog.text
+
+
+async def test_undecodable_compressed_body_is_a_protocol_error():
+    async def handler(conn: RawConnection) -> None:
+        await conn.head(headers={"Content-Encoding": "gzip"})
+        await conn.chunk(b"this is not gzip at all" * 4)
+        await conn.end_chunks()
+
+    async with raw_server(handler) as server:
+        async with client_for(server.url) as client:
+            failure = failure_of(await collect(client, SO_AGENT, "x"))
+    assert failure.code is FailureCode.PROTOCOL_ERROR

@@ -1,9 +1,9 @@
 """Server-Sent Events decoding, one received chunk at a time.
 
-Why not httpx-sse: it runs several generator layers and a method call per *line*; with a
-thousand replies streaming, that per-line overhead was a measurable share of the event loop's
-busy time. This decoder takes whatever bytes arrived and returns every event they complete in
-one call. It follows the WHATWG event-stream interpretation: CRLF, CR or LF line ends (also
+Why here: httpx-sse reads from an httpx response, and the client now reads the stream with
+aiohttp (see `client`). Framing a whole chunk per call also avoids httpx-sse's generator hop
+and method call per *line*: this takes whatever bytes arrived and returns every event they
+complete. It follows the WHATWG event-stream interpretation: CRLF, CR or LF line ends (also
 when CR and LF arrive in different chunks), a leading BOM skipped, `:` comment lines ignored,
 `data:` lines joined with LF, one optional space after the colon removed, a field without a
 colon is a field with an empty value, `id` (ignored when it contains NUL) and `retry` (ASCII
