@@ -591,3 +591,18 @@ async def test_undecodable_compressed_body_is_a_protocol_error():
         async with client_for(server.url) as client:
             failure = failure_of(await collect(client, SO_AGENT, "x"))
     assert failure.code is FailureCode.PROTOCOL_ERROR
+
+
+async def test_proxy_from_the_environment_is_used(monkeypatch):
+    async def handler(conn: RawConnection) -> None:
+        await conn.head()
+        await conn.body([sse_frame({"type": "done"})], chunked=True)
+
+    async with raw_server(handler) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with client_for("http://agent.invalid") as client:
+            events = await collect(client, SO_AGENT, "x")
+    assert events == [Completed()]
+    assert proxy.connections[0].request.path == "http://agent.invalid/v1/chat/stream"

@@ -25,6 +25,8 @@ from types import TracebackType
 
 import aiohttp
 import httpx
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from bridge.agent import dialects
 from bridge.agent.dialects import StreamParser, UpstreamRequest
@@ -77,6 +79,7 @@ class AgentClient:
         self._session_ids = session_ids
         self._owns_http = http is None
         self._http = http  # made on first use: an aiohttp session belongs to a running loop
+        self._proxy, self._proxy_auth = _env_proxy(self._base)
         # sock_read is the idle timeout: it restarts with every chunk (keep-alives included), so a
         # long but lively reply is never cut off. No total or pool timeout: a burst beyond the
         # pool waits for a connection instead of failing.
@@ -89,10 +92,11 @@ class AgentClient:
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
+            # The trust store httpx used (certifi, or SSL_CERT_FILE / SSL_CERT_DIR). Not
+            # trust_env=True: that would also read ~/.netrc on every request, in a thread, and
+            # refuse requests that carry their own Authorization header when it has an entry.
             self._http = aiohttp.ClientSession(
-                # the same trust store and proxy settings httpx used (certifi, SSL_CERT_FILE, *_PROXY)
-                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=httpx.create_ssl_context()),
-                trust_env=True,
+                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=httpx.create_ssl_context())
             )
         return self._http
 
@@ -193,7 +197,13 @@ class AgentClient:
         for attempt in count(1):
             try:
                 response = await session.post(
-                    url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
+                    url,
+                    data=body,
+                    headers=headers,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                    proxy=self._proxy,
+                    proxy_auth=self._proxy_auth,
                 )
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 self._log_request(request, call, type(exc).__name__, attempt)
@@ -329,6 +339,14 @@ class AgentClient:
             failure.trace_id or "-",
             failure.detail or "-",
         )
+
+
+def _env_proxy(base_url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The proxy that HTTP(S)_PROXY / NO_PROXY name for the agent API, as httpx honoured them."""
+    try:
+        return get_env_proxy_for_url(URL(base_url))
+    except (LookupError, ValueError):
+        return None, None
 
 
 async def _read_limited(response: aiohttp.ClientResponse) -> str:
