@@ -80,6 +80,9 @@ class AgentClient:
         self._owns_http = http is None
         self._http = http  # made on first use: an aiohttp session belongs to a running loop
         self._proxy, self._proxy_auth = _env_proxy(self._base)
+        # The trust store httpx used (certifi, or SSL_CERT_FILE / SSL_CERT_DIR), loaded here at
+        # start-up rather than on the loop during the first reply; plain HTTP needs none.
+        self._ssl = httpx.create_ssl_context() if self._base.lower().startswith("https:") else True
         # sock_read is the idle timeout: it restarts with every chunk (keep-alives included), so a
         # long but lively reply is never cut off. No total or pool timeout: a burst beyond the
         # pool waits for a connection instead of failing.
@@ -92,12 +95,9 @@ class AgentClient:
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
-            # The trust store httpx used (certifi, or SSL_CERT_FILE / SSL_CERT_DIR). Not
-            # trust_env=True: that would also read ~/.netrc on every request, in a thread, and
+            # Not trust_env=True: that would also read ~/.netrc on every request, in a thread, and
             # refuse requests that carry their own Authorization header when it has an entry.
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=httpx.create_ssl_context())
-            )
+            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=self._ssl))
         return self._http
 
     async def aclose(self) -> None:
