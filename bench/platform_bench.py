@@ -33,8 +33,8 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import re
 import platform as platform_mod
+import re
 import subprocess
 import sys
 import tempfile
@@ -62,6 +62,8 @@ class Record:
     calls: int = 0
     refused: int = 0
     raised: str = ""
+    cut: bool = False
+    """The run's `--max-run` limit ended the load before this reply finished (it was cancelled)."""
     """What `Relay.handle` raised, if it did (it promises not to)."""
     """Calls the platform refused (429s and errors): `calls - refused` were accepted."""
     first_visible: float | None = None
@@ -232,6 +234,9 @@ class Spec:
     """When set: pyinstrument the load and write its text report to this path (slows every figure)."""
     trace_memory: float = 0.0
     """When > 0: tracemalloc during the load, a snapshot this many seconds in (slows everything)."""
+    max_run: float = 0.0
+    """When > 0: the load is stopped this many seconds after it started; unfinished replies are
+    cancelled and reported as cut off (see `gather_bounded`)."""
 
     def channels(self) -> list[str]:
         count = self.load if self.layout == "spread" else 1
@@ -261,7 +266,9 @@ class Surfaces:
 
     async def __aenter__(self) -> Surfaces:
         if self.spec.platform == "slack":
-            from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
+            from slack_sdk.http_retry.builtin_async_handlers import (
+                AsyncConnectionErrorRetryHandler,
+            )
             from slack_sdk.web.async_client import AsyncWebClient
 
             from adapters.slack.settings import NativeStreaming
@@ -362,7 +369,6 @@ _WORDS = re.compile(r"\S+\s*|\s+")
 
 async def _run_ours(spec: Spec, surfaces: Surfaces, records: list[Record], tmp: Path, started: asyncio.Event, go: asyncio.Event) -> list[bool]:
     from bridge.app import open_bridge
-    from bridge.keys import ThreadKey
     from bridge.relay import Inbound
 
     settings = _settings(spec, tmp)
@@ -381,18 +387,34 @@ async def _run_ours(spec: Spec, surfaces: Surfaces, records: list[Record], tmp: 
             agent.records[f"{MESSAGE} #{i}"] = record
         started.set()
         await go.wait()
-        outcomes = await asyncio.gather(
-            *(
+        outcomes = await gather_bounded(
+            [
                 bridge.relay.handle(Inbound(surfaces.thread(i), f"U{i}", f"{MESSAGE} #{i}"), surfaces.surface(i, records[i]))
                 for i in range(spec.load)
-            ),
-            return_exceptions=True,
+            ],
+            records,
+            spec.max_run,
         )
         await agent.aclose()
     for i, outcome in enumerate(outcomes):
-        if isinstance(outcome, BaseException):
+        if isinstance(outcome, BaseException) and not records[i].cut:
             records[i].raised = f"{type(outcome).__module__}.{type(outcome).__name__}: {str(outcome)[:120]}"
     return [not isinstance(o, BaseException) and o.ok for o in outcomes]
+
+
+async def gather_bounded(coros: list[Any], records: list[Record], max_run: float) -> list[Any]:
+    """Like `gather(..., return_exceptions=True)`, but with `max_run` > 0 the replies still
+    running after that many seconds are cancelled and marked `cut` (their figures so far are
+    kept; they count as not exact). Why: at 1,000 replies the baselines' 429 storms make a run
+    last many minutes; a bounded run still measures what they do, on the replies that finished."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    if max_run > 0:
+        _, pending = await asyncio.wait(tasks, timeout=max_run)
+        for i, task in enumerate(tasks):
+            if task in pending:
+                records[i].cut = True
+                task.cancel()
+    return await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _naive_reply(editor: str, agent: Any, surface: Recording, thread: Any, text: str, record: Record) -> bool:
@@ -470,14 +492,18 @@ async def _run_baseline(spec: Spec, surfaces: Surfaces, records: list[Record], t
         await _naive_reply(spec.editor, agent, surfaces.surface(spec.load + 1, Record()), surfaces.thread(spec.load + 1), "warm up", Record())
         started.set()
         await go.wait()
-        return list(
-            await asyncio.gather(
-                *(
-                    _naive_reply(spec.editor, agent, surfaces.surface(i, records[i]), surfaces.thread(i), f"{MESSAGE} #{i}", records[i])
-                    for i in range(spec.load)
-                )
-            )
+        outcomes = await gather_bounded(
+            [
+                _naive_reply(spec.editor, agent, surfaces.surface(i, records[i]), surfaces.thread(i), f"{MESSAGE} #{i}", records[i])
+                for i in range(spec.load)
+            ],
+            records,
+            spec.max_run,
         )
+    for outcome, record in zip(outcomes, records, strict=True):
+        if isinstance(outcome, BaseException) and not record.cut:
+            raise outcome  # as before: a baseline that fails is a harness bug, not a figure
+    return [outcome is True for outcome in outcomes]
 
 
 async def child(spec: Spec) -> dict[str, Any]:
@@ -557,11 +583,14 @@ def summarize(
     shown = state["messages"]
     first, first_wait, final, exact = [], [], [], 0
     misses = {"not_done": 0, "platform_differs": 0, "text_differs": 0}
+    cut = sum(r.cut for r in records)
+    if cut:
+        misses["cut_off"] = cut
     for ok, r in zip(oks, records, strict=True):
         if r.first_visible is not None and r.first_delta is not None:
             first.append(r.first_visible - r.first_delta)
             first_wait.append(max(0.0, r.first_call_started - r.first_delta))  # type: ignore[operator]
-        if r.last_returned is not None and r.done is not None:
+        if r.last_returned is not None and r.done is not None and not r.cut:
             final.append(max(0.0, r.last_returned - r.done))
         on_platform = all(shown.get(key) == text for key, text in r.sent_payload.items())
         joined = unsplit(list(r.sent_text.values()))
@@ -597,7 +626,8 @@ def summarize(
         "kb_per_reply": rss_delta / 1024 / n,
         "exact_pct": 100.0 * exact / n,
         "misses": misses,
-        "wall_s": wall,
+        "wall_s": f"{wall:.1f} (cut at {spec.max_run:g} s: {n - cut}/{n} finished)" if cut else wall,
+        "finished": n - cut,
     }
 
 
@@ -743,6 +773,14 @@ def main() -> None:
     parser.add_argument("--delta-delay", type=float, default=0.03)
     parser.add_argument("--deltas", choices=["words", "mock"], default="words", help="words: each mock delta re-emitted as word-sized deltas (token streaming)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per run")
+    parser.add_argument(
+        "--max-run",
+        type=float,
+        default=0.0,
+        help="stop each run's load after this many seconds: unfinished replies are cancelled, counted as not "
+        "exact and the row says how many finished. First-text times cover the replies that showed text before "
+        "the cut (so p99 is optimistic when replies were cut); final times cover finished replies only",
+    )
     parser.add_argument("--json", help="also append every row, as JSON lines, to this file")
     parser.add_argument("--write", action="store_true", help="update docs/PERFORMANCE.md")
     parser.add_argument(
@@ -782,6 +820,7 @@ def main() -> None:
         trace_memory=args.trace_memory,
         deltas=args.deltas,
         profile=args.profile,
+        max_run=args.max_run,
     )
     print()
     print(ratios(rows))
@@ -804,6 +843,7 @@ def run_matrix(
     trace_memory: float = 0.0,
     deltas: str = "words",
     profile: str = "",
+    max_run: float = 0.0,
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     proc, url = start_agent(first_token_delay, delta_delay)
@@ -817,7 +857,7 @@ def run_matrix(
                         continue  # one reply: both layouts are the same run
                     for editor in editors:
                         s = auto_scale(load, plat, layout) if scale == "auto" else float(scale)
-                        spec = Spec(plat, layout, load, editor, s, url, deltas=deltas, trace_memory=trace_memory,
+                        spec = Spec(plat, layout, load, editor, s, url, deltas=deltas, trace_memory=trace_memory, max_run=max_run,
                                     profile=f"{profile}-{plat}-{layout}-{load}-{editor}.txt" if profile else "")
                         row = run_child(spec, timeout)
                         rows.append(row)

@@ -8,6 +8,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
+import aiohttp
 import pytest
 
 from bridge.agent import AgentClient
@@ -92,7 +93,8 @@ async def test_sentientone_current_generation(mock_url):
 async def test_sentientone_old_generation_by_agent_id_and_header(mock_url):
     async with client_for(mock_url) as client:
         by_id = await collect(client, SO_OLD_AGENT, "tool please")
-        client._http.headers["X-Mock-Generation"] = "1"
+    async with aiohttp.ClientSession(headers={"X-Mock-Generation": "1"}) as http:
+        client = AgentClient(settings_for(mock_url), http=http)
         by_header = await collect(client, SO_AGENT, "tool please")
     for events in (by_id, by_header):
         assert isinstance(events[0], ConversationStarted)
@@ -577,3 +579,30 @@ async def test_malformed_json_line_is_skipped_and_the_reply_goes_on(caplog):
     assert text_of(events) == "before after"
     assert isinstance(events[-1], Completed)
     assert "not JSON" in caplog.text
+
+
+async def test_undecodable_compressed_body_is_a_protocol_error():
+    async def handler(conn: RawConnection) -> None:
+        await conn.head(headers={"Content-Encoding": "gzip"})
+        await conn.chunk(b"this is not gzip at all" * 4)
+        await conn.end_chunks()
+
+    async with raw_server(handler) as server:
+        async with client_for(server.url) as client:
+            failure = failure_of(await collect(client, SO_AGENT, "x"))
+    assert failure.code is FailureCode.PROTOCOL_ERROR
+
+
+async def test_proxy_from_the_environment_is_used(monkeypatch):
+    async def handler(conn: RawConnection) -> None:
+        await conn.head()
+        await conn.body([sse_frame({"type": "done"})], chunked=True)
+
+    async with raw_server(handler) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with client_for("http://agent.invalid") as client:
+            events = await collect(client, SO_AGENT, "x")
+    assert events == [Completed()]
+    assert proxy.connections[0].request.path == "http://agent.invalid/v1/chat/stream"

@@ -25,3 +25,11 @@ async def test_harness_and_both_baselines_deliver_the_exact_text(agent_url, plat
         assert row["exact_pct"] == 100.0, (editor, row)
         assert row["deltas_per_reply"] > 20, row  # the reply really streamed in many deltas
         assert row["calls_per_reply"] >= 2, row  # at least the placeholder and the final text
+
+
+@pytest.mark.parametrize("editor", ["ours", "chunk20"])
+async def test_a_bounded_run_reports_its_cut_off_replies(agent_url, editor):
+    # 55 mock deltas 2 ms apart cannot finish in 50 ms: every reply is cut, and the row says so.
+    row = await child(Spec("slack", "one", 2, editor, 50.0, agent_url, max_run=0.05))
+    assert row["finished"] == 0 and row["misses"]["cut_off"] == 2, row
+    assert row["exact_pct"] == 0.0 and "cut at 0.05 s: 0/2 finished" in row["wall_s"], row

@@ -4,7 +4,11 @@
 (HTTP status, connection, idle stream, malformed reply) ends the stream with exactly one
 `Failed`, and a normal reply ends with exactly one `Completed`. Requests are retried only
 while no event has been yielded, so a message is never sent twice once the agent started
-answering. Dialect details live in `dialects`, wait times in `retry`.
+answering. Dialect details live in `dialects`, SSE framing in `sse`, wait times in `retry`.
+
+The HTTP client is aiohttp: its C HTTP parser and asyncio-native transport cost about a third of
+the CPU per streamed event that httpx (h11 + anyio) did, and that CPU is the bridge's event loop
+at a thousand concurrent replies (figures in docs/perf-notes-agent-client.md).
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ from dataclasses import dataclass
 from itertools import count
 from types import TracebackType
 
+import aiohttp
 import httpx
-from httpx_sse import EventSource
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from bridge.agent import dialects
 from bridge.agent.dialects import StreamParser, UpstreamRequest
 from bridge.agent.retry import parse_retry_after, retry_delay
+from bridge.agent.sse import SseDecoder
 from bridge.config import Dialect, Settings
 from bridge.events import AgentEvent, Completed, Failed
 from bridge.failures import AgentError, AgentFailure, FailureCode
@@ -32,6 +39,8 @@ from bridge.failures import AgentError, AgentFailure, FailureCode
 log = logging.getLogger("bridge.agent")
 
 ERROR_BODY_LIMIT = 64 * 1024
+MAX_CONNECTIONS = 200
+_TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
 def new_session_id() -> str:
@@ -58,7 +67,7 @@ class AgentClient:
         self,
         settings: Settings,
         *,
-        http: httpx.AsyncClient | None = None,
+        http: aiohttp.ClientSession | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         session_ids: Callable[[], str] = new_session_id,
     ) -> None:
@@ -69,20 +78,31 @@ class AgentClient:
         self._sleep = sleep
         self._session_ids = session_ids
         self._owns_http = http is None
-        # With pool=None below, a burst beyond the pool waits for a connection instead of failing.
-        self._http = http or httpx.AsyncClient(limits=httpx.Limits(max_connections=200), timeout=None)
-        # The read timeout is the idle timeout: it restarts with every chunk (keep-alives
-        # included), so a long but lively reply is never cut off.
-        self._timeout = httpx.Timeout(
-            connect=settings.agent_connect_timeout,
-            read=settings.agent_idle_timeout,
-            write=settings.agent_connect_timeout,
-            pool=None,
+        self._http = http  # made on first use: an aiohttp session belongs to a running loop
+        self._proxy, self._proxy_auth = _env_proxy(self._base)
+        # The trust store httpx used (certifi, or SSL_CERT_FILE / SSL_CERT_DIR), loaded here at
+        # start-up rather than on the loop during the first reply; plain HTTP needs none.
+        self._ssl = httpx.create_ssl_context() if self._base.lower().startswith("https:") else True
+        # sock_read is the idle timeout: it restarts with every chunk (keep-alives included), so a
+        # long but lively reply is never cut off. No total or pool timeout: a burst beyond the
+        # pool waits for a connection instead of failing.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=None,
+            sock_connect=settings.agent_connect_timeout,
+            sock_read=settings.agent_idle_timeout,
         )
 
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            # Not trust_env=True: that would also read ~/.netrc on every request, in a thread, and
+            # refuse requests that carry their own Authorization header when it has an entry.
+            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=self._ssl))
+        return self._http
+
     async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
+        if self._owns_http and self._http is not None:
+            await self._http.close()
 
     async def __aenter__(self) -> AgentClient:
         return self
@@ -117,7 +137,7 @@ class AgentClient:
         except AgentError as exc:
             self._log_failure(call, exc.failure)
             yield Failed(exc.failure)
-        except httpx.HTTPError as exc:  # a safety net: known cases are mapped in _send/_read_sse
+        except _TRANSPORT_ERRORS as exc:  # a safety net: known cases are mapped in _send/_read_sse
             failure = call.fail(FailureCode.CONNECTION_DROPPED, detail=type(exc).__name__).failure
             self._log_failure(call, failure)
             yield Failed(failure)
@@ -149,36 +169,53 @@ class AgentClient:
             self._check_event_stream(response, call)
             if thinnest and session:
                 yield call.parser.announce(session)
-            async with aclosing(self._read_sse(response, call)) as events:
-                async for event in events:
-                    yield event
+            # Inlined rather than a nested generator: every event would pay one more hop.
+            decoder = SseDecoder()
+            feed = call.parser.feed
+            try:
+                async for chunk in response.content.iter_any():
+                    # everything that arrived together is framed and parsed together
+                    for name, data in decoder.feed(chunk):
+                        for event in feed(name, data):
+                            yield event
+            except _TRANSPORT_ERRORS as exc:
+                raise self._transport_error(exc, call) from None
+            raise call.fail(FailureCode.CONNECTION_DROPPED, detail="the stream ended before its done event")
         finally:
-            await response.aclose()
+            # back to the pool only when the body was read to its end; otherwise closed
+            response.release()
 
-    async def _send(self, request: UpstreamRequest, call: _Call) -> httpx.Response:
+    async def _send(self, request: UpstreamRequest, call: _Call) -> aiohttp.ClientResponse:
         """Sends with retries; returns a 2xx response whose body is still unread."""
+        session = self._session()
         url = self._base + request.path
         headers = dict(request.headers)
         if request.streaming:
             headers.update({"Accept": "text/event-stream", "Cache-Control": "no-store"})
+        body = json.dumps(request.body, ensure_ascii=False, separators=(",", ":")).encode()
         max_retries = self._settings.agent_max_retries
         for attempt in count(1):
-            http_request = self._http.build_request(
-                "POST", url, headers=headers, json=request.body, timeout=self._timeout
-            )
             try:
-                response = await self._http.send(http_request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                response = await session.post(
+                    url,
+                    data=body,
+                    headers=headers,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                    proxy=self._proxy,
+                    proxy_auth=self._proxy_auth,
+                )
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 self._log_request(request, call, type(exc).__name__, attempt)
                 error = call.fail(FailureCode.UNREACHABLE, detail=f"{type(exc).__name__} to {request.path}")
                 retryable = True
-            except httpx.HTTPError as exc:
+            except _TRANSPORT_ERRORS as exc:
                 self._log_request(request, call, type(exc).__name__, attempt)
                 raise self._transport_error(exc, call) from None
             else:
                 call.parser.trace_id = response.headers.get("x-trace-id") or call.parser.trace_id
-                self._log_request(request, call, response.status_code, attempt)
-                if response.is_success:
+                self._log_request(request, call, response.status, attempt)
+                if 200 <= response.status < 300:
                     return response
                 error, retryable = await self._http_error(response, call)
             if not retryable or attempt > max_retries:
@@ -195,15 +232,15 @@ class AgentClient:
             await self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover - count() never ends
 
-    async def _http_error(self, response: httpx.Response, call: _Call) -> tuple[AgentError, bool]:
+    async def _http_error(self, response: aiohttp.ClientResponse, call: _Call) -> tuple[AgentError, bool]:
         """Maps a non-2xx answer to a failure, and says whether a retry may help."""
         try:
             text = await _read_limited(response)
         finally:
-            await response.aclose()
+            response.release()
         body = dialects.read_error_body(text)
         call.parser.trace_id = call.parser.trace_id or body.trace_id
-        status = response.status_code
+        status = response.status
         upstream_code = dialects.clean_detail(body.code, self._secrets)
         said = f"{body.code or ''} {body.message or ''} {text}".lower()
         retry_after = parse_retry_after(response.headers.get("retry-after"))
@@ -238,54 +275,46 @@ class AgentClient:
         )
         return error, retryable
 
-    def _check_event_stream(self, response: httpx.Response, call: _Call) -> None:
+    @staticmethod
+    def _check_event_stream(response: aiohttp.ClientResponse, call: _Call) -> None:
         content_type = response.headers.get("content-type", "")
         if "text/event-stream" not in content_type.partition(";")[0].lower():
             raise call.fail(
                 FailureCode.PROTOCOL_ERROR,
-                http_status=response.status_code,
+                http_status=response.status,
                 detail=f"expected text/event-stream, got {content_type or 'no content type'}",
             )
-        response.encoding = "utf-8"  # SSE is UTF-8 by definition, whatever the header says
-
-    async def _read_sse(self, response: httpx.Response, call: _Call) -> AsyncIterator[AgentEvent]:
-        try:
-            async for sse in EventSource(response).aiter_sse():
-                for event in call.parser.feed(sse.event, sse.data):
-                    yield event
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, call) from None
-        raise call.fail(FailureCode.CONNECTION_DROPPED, detail="the stream ended before its done event")
 
     async def _chat(self, request: UpstreamRequest, call: _Call) -> list[AgentEvent]:
         """The non-streaming fallback: one JSON reply, replayed as the stream's events."""
         response = await self._send(request, call)
         try:
-            body = await response.aread()
-        except httpx.HTTPError as exc:
+            body = await response.read()
+        except _TRANSPORT_ERRORS as exc:
             raise self._transport_error(exc, call) from None
         finally:
-            await response.aclose()
+            response.release()
         try:
             payload = json.loads(body)
         except ValueError:
             raise call.fail(
                 FailureCode.PROTOCOL_ERROR,
-                http_status=response.status_code,
+                http_status=response.status,
                 detail="/v1/chat reply is not JSON",
             ) from None
         return dialects.parse_chat_reply(payload, call.parser)
 
     @staticmethod
-    def _transport_error(exc: httpx.HTTPError, call: _Call) -> AgentError:
-        if isinstance(exc, httpx.ReadTimeout):
+    def _transport_error(exc: BaseException, call: _Call) -> AgentError:
+        """Only the exception's type name goes into the failure: its text may quote the request."""
+        if isinstance(exc, aiohttp.SocketTimeoutError):
             return call.fail(
                 FailureCode.IDLE_TIMEOUT, detail="no bytes from the agent API within the idle timeout"
             )
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, asyncio.TimeoutError):
             return call.fail(FailureCode.UNREACHABLE, detail=type(exc).__name__)
-        if isinstance(exc, httpx.DecodingError):
-            return call.fail(FailureCode.PROTOCOL_ERROR, detail=type(exc).__name__)
+        if isinstance(exc, aiohttp.ClientPayloadError) and "content-encoding" in str(exc).lower():
+            return call.fail(FailureCode.PROTOCOL_ERROR, detail=type(exc).__name__)  # bad gzip/deflate
         return call.fail(FailureCode.CONNECTION_DROPPED, detail=type(exc).__name__)
 
     def _log_request(self, request: UpstreamRequest, call: _Call, status: object, attempt: int) -> None:
@@ -312,16 +341,24 @@ class AgentClient:
         )
 
 
-async def _read_limited(response: httpx.Response) -> str:
+def _env_proxy(base_url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The proxy that HTTP(S)_PROXY / NO_PROXY name for the agent API, as httpx honoured them."""
+    try:
+        return get_env_proxy_for_url(URL(base_url))
+    except (LookupError, ValueError):
+        return None, None
+
+
+async def _read_limited(response: aiohttp.ClientResponse) -> str:
     """At most `ERROR_BODY_LIMIT` bytes of an error body; a body that fails to arrive reads as ''."""
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.content.iter_any():
             chunks.append(chunk)
             size += len(chunk)
             if size >= ERROR_BODY_LIMIT:
                 break
-    except httpx.HTTPError:
+    except _TRANSPORT_ERRORS:
         pass
     return b"".join(chunks)[:ERROR_BODY_LIMIT].decode("utf-8", "replace")
