@@ -72,6 +72,11 @@ async def test_three_replicas_one_killed_nothing_twice_out_of_order_or_lost(clus
     fake, to = cluster.fake, cluster.to
     # Replica 0 will die: it gets two long answers and a follow-up queued behind one of them.
     _, long1 = await to[0].mention("tell me a slow and long story", event_id="EvLong1")
+    _, long2 = await to[0].mention("tell me a slow and long story too", channel="C0002")
+    await fake.wait_for(
+        lambda: all((m := reply_of(fake, c, t)) is not None and "You said" in m.text for c, t in
+                    (("C0001", long1), ("C0002", long2))), 30
+    )
     for retry, replica in ((1, 1), (2, 2)):  # Slack retrying the same event at other replicas
         status, _ = await to[replica].event(
             {"type": "app_mention", "user": "UUSER", "text": "<@UBOT0001> tell me a slow and long story",
@@ -79,11 +84,6 @@ async def test_three_replicas_one_killed_nothing_twice_out_of_order_or_lost(clus
             event_id="EvLong1", retry=retry,
         )
         assert status == 200
-    _, long2 = await to[0].mention("tell me a slow and long story too", channel="C0002")
-    await fake.wait_for(
-        lambda: all((m := reply_of(fake, c, t)) is not None and "You said" in m.text for c, t in
-                    (("C0001", long1), ("C0002", long2))), 30
-    )
     await to[0].mention("and a follow-up", thread_ts=long1)  # queued behind long1, on replica 0
 
     # Two messages of one thread reach two different live replicas.
