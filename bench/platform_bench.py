@@ -743,7 +743,7 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, command:
         [
             MARK_BEGIN,
             f"Latest run: {dt.date.today().isoformat()}, {platform_mod.python_implementation()} "
-            f"{platform_mod.python_version()}, {os.cpu_count()} cores (shared); mock agent: first token after "
+            f"{platform_mod.python_version()}, {os.cpu_count()} cores; mock agent: first token after "
             f"{args.first_token_delay * 1000:.0f} ms, a delta every {args.delta_delay * 1000:.0f} ms. Command: `{command}`",
             "",
             table(rows),

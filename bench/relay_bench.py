@@ -161,6 +161,8 @@ async def run_load(replies: int, latency: float, url: str, tmp: Path) -> dict[st
         agent_api_key="bench-key",
         agent_default_id=AGENT,
         bridge_database_url=f"sqlite+aiosqlite:///{tmp / f'bench-{replies}.db'}",
+        bridge_user_rate_limit="off",  # one simulated user sends every message
+        bridge_channel_rate_limit="off",
     )
     async with open_bridge(settings) as bridge:
         agent = TimedAgent(settings)

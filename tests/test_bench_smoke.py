@@ -33,3 +33,11 @@ async def test_a_bounded_run_reports_its_cut_off_replies(agent_url, editor):
     row = await child(Spec("slack", "one", 2, editor, 50.0, agent_url, max_run=0.05))
     assert row["finished"] == 0 and row["misses"]["cut_off"] == 2, row
     assert row["exact_pct"] == 0.0 and "cut at 0.05 s: 0/2 finished" in row["wall_s"], row
+
+
+async def test_store_bench_runs_every_reply_to_its_end(tmp_path):
+    """The store benchmark's simulated replies go through every store call a reply makes."""
+    from bench.store_bench import run
+
+    row = await run(f"sqlite+aiosqlite:///{tmp_path / 'bench.db'}", replies=5, busy_ms=1.0, every_ms=5.0)
+    assert row["failed"] == 0 and row["replies"] == 5 and row["tx_per_s"] > 0
