@@ -153,10 +153,16 @@ async def settled(delivery: SlackDelivery, timeout: float = 20.0) -> None:
     events = delivery.platform.events
     assert events is not None
     async with asyncio.timeout(timeout):
-        await asyncio.sleep(0.05)  # bolt starts the listener just after the ack
-        while events.tasks:
-            await asyncio.gather(*list(events.tasks), return_exceptions=True)
+        # bolt starts a listener just after its ack, and a busy machine may take a while to get
+        # there: settled means no reply task for three checks in a row (0.15 s)
+        quiet = 0
+        while quiet < 3:
             await asyncio.sleep(0.05)
+            if events.tasks:
+                quiet = 0
+                await asyncio.gather(*list(events.tasks), return_exceptions=True)
+            else:
+                quiet += 1
 
 
 QUICK = 4
