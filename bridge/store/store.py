@@ -312,6 +312,15 @@ def _where_key(table: Table, key: ThreadKey) -> tuple[Any, ...]:
     )
 
 
+def _new_reply(key: ThreadKey, now: datetime, status: ReplyStatus) -> dict[str, Any]:
+    """The columns every new reply row starts with."""
+    return {
+        "platform": key.platform, "workspace": key.workspace, "channel": key.channel,
+        "thread": key.thread, "message_ids": [], "status": status.value,
+        "created_at": now, "updated_at": now,
+    }
+
+
 def _lock_name(key: ThreadKey) -> str:
     return "\x1f".join((key.platform, key.workspace, key.channel, key.thread))
 
@@ -620,14 +629,11 @@ class Store:
         owner: str | None = None,
     ) -> int:
         """A new `streaming` reply; returns its id."""
-        now = self._clock()
         stmt = (
             _replies.insert()
             .values(
-                platform=key.platform, workspace=key.workspace, channel=key.channel,
-                thread=key.thread, agent_id=agent_id, inbound_event_id=inbound_event_id,
-                message_ids=[], status=ReplyStatus.STREAMING.value, owner=owner,
-                created_at=now, updated_at=now,
+                **_new_reply(key, self._clock(), ReplyStatus.STREAMING),
+                agent_id=agent_id, inbound_event_id=inbound_event_id, owner=owner,
             )
             .returning(_replies.c.id)
         )
@@ -733,15 +739,12 @@ class Store:
         """A `queued` reply for an accepted message, leased to `owner`, and how many unfinished
         replies of its thread are ahead of it. Replicas enqueue one thread's messages one at a
         time (an advisory lock on Postgres, the write lock on SQLite), so ids give the order."""
-        now = self._clock()
         insert = (
             _replies.insert()
             .values(
-                platform=key.platform, workspace=key.workspace, channel=key.channel,
-                thread=key.thread, agent_id=None, inbound_event_id=inbound_event_id,
-                message_ids=[], status=ReplyStatus.QUEUED.value, owner=owner,
+                **_new_reply(key, self._clock(), ReplyStatus.QUEUED),
+                agent_id=None, inbound_event_id=inbound_event_id, owner=owner,
                 lease_until=lease_until, inbound=dict(inbound) if inbound else None,
-                created_at=now, updated_at=now,
             )
             .returning(_replies.c.id)
         )
