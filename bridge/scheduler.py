@@ -116,6 +116,12 @@ class ReplyWriter:
             except StreamRefused as exc:
                 log.info("native stream refused at start (%s); using edits", exc)
                 self._native = False
+            except RateLimited as exc:  # the placeholder goes out as a plain post instead
+                self._rate_limited(self._budget("stream_control"), exc, "stream_start")
+                self._native = False
+            except SurfaceError as exc:  # e.g. a 5xx: the plain post has its own retries
+                log.info("native stream failed to start (%r); using edits", exc)
+                self._native = False
         if not self._native:
             await self._post(placeholder)
         self._task = self._loop.create_task(self._run(), name=f"reply-writer {self.thread}")

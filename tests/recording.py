@@ -132,9 +132,13 @@ class RecordingSurface:
 class StreamingSurface(RecordingSurface):
     """Adds the optional native-stream capability; can refuse it mid-way like Slack does."""
 
-    def __init__(self, *, refuse_after_appends: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, refuse_after_appends: int | None = None, fail_start: Exception | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.refuse_after_appends = refuse_after_appends
+        self.fail_start = fail_start
+        """Raised by the first start_stream (a 429, a 5xx…), as the platform would."""
         self.streams: dict[str, str] = {}
         self.stopped: set[str] = set()
 
@@ -142,6 +146,9 @@ class StreamingSurface(RecordingSurface):
         return True
 
     async def start_stream(self, thread: ThreadKey) -> MessageRef:
+        if self.fail_start is not None:
+            failure, self.fail_start = self.fail_start, None
+            raise failure
         message_id = f"m{next(self._ids)}"
         self.streams[message_id] = ""
         self.calls.append(Call(self._now(), "start_stream", message_id, None))

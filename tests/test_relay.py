@@ -367,3 +367,14 @@ async def test_no_edit_is_spent_on_invisible_changes(bridge):
     assert edits and all(e.payload.text for e in edits), "every edit showed text"
     shown = [(e.payload.text, e.payload.reply.status) for e in edits]
     assert len(shown) == len(set(shown)), "no edit repeated what was already visible"
+
+
+@pytest.mark.parametrize("failure", [RateLimited(1.0, "chat.startStream"), SurfaceError("internal_error")])
+async def test_a_native_stream_that_fails_to_start_falls_back_to_a_post(bridge, failure):
+    """A 429 or a platform error when opening the native stream: the reply is posted and edited
+    instead, with the exact text (a 429 is also counted and charged to the stream budget)."""
+    surface = StreamingSurface(fail_start=failure)
+    outcome = await bridge.relay.handle(Inbound(thread(), "U1", "hello there", None), surface)
+    assert outcome.ok
+    assert surface.ops("post") and not surface.ops("start_stream")
+    assert surface.messages[outcome.messages[-1].id].text == outcome.reply.text
